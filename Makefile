@@ -1,0 +1,54 @@
+# parley's entry points. README.md and .ci/run call these targets; nothing else is needed.
+#   make demo     set up, bring Kafka and Redis up, run the main job on local defaults
+#   make test     set up, run the test suite (it starts Kafka and Redis itself when they are down)
+#   make lint     ruff and mypy
+#   make up/down  start / stop (and wipe) the local Kafka and Redis
+
+SHELL := bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint format up down kafka-up kafka-down redis-up redis-down clean help
+
+help:
+	@grep -E '^#   make' Makefile | sed 's/^#   //'
+
+setup:
+	@VENV=$(VENV) bash scripts/setup.sh
+
+kafka-up:
+	@bash scripts/kafka.sh up
+
+kafka-down:
+	@bash scripts/kafka.sh down
+
+redis-up:
+	@bash scripts/redis.sh up
+
+redis-down:
+	@bash scripts/redis.sh down
+
+up: kafka-up redis-up
+
+down: kafka-down redis-down
+
+demo: setup up
+	$(BIN)/parley stream topics create
+	$(BIN)/parley stream roundtrip
+	@echo "Kafka and Redis are still running for you to explore (parley stream tail --topic utterances --from-beginning). 'make down' stops and wipes them."
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check parley stream train engines tests scripts
+	$(BIN)/ruff format --check parley stream train engines tests scripts
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix parley stream train engines tests scripts
+	$(BIN)/ruff format parley stream train engines tests scripts
+
+clean: down
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

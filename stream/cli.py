@@ -1,0 +1,260 @@
+"""``parley stream``: the topics, the contracts and the tools around the worker."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from parley.cli import CONTEXT_SETTINGS, load_settings, print_settings, run
+from parley.contracts import ContractError
+from stream.contracts import STREAM_CONTRACTS, TextLimits, decode_utterance, json_schema
+from stream.settings import WorkerSettings
+
+console = Console(stderr=False)
+
+
+def _settings(ctx: click.Context) -> WorkerSettings:
+    """The worker's settings, built (and logging configured) once per command, on first need."""
+    if "settings" not in ctx.meta:
+        ctx.meta["settings"] = load_settings(WorkerSettings)
+    settings: WorkerSettings = ctx.meta["settings"]
+    return settings
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+def group() -> None:
+    """The streaming side: Kafka topics, message contracts, and tools to send and read conversations.
+
+    Connection settings come from PARLEY_KAFKA_*, PARLEY_REDIS_* and PARLEY_TOPIC_*; the worker's own
+    from PARLEY_WORKER_* (see `parley stream settings`).
+    """
+
+
+@group.command("settings")
+@click.pass_context
+def settings_cmd(ctx: click.Context) -> None:
+    """Print the worker settings in force, as JSON, with secrets masked."""
+    print_settings(_settings(ctx))
+
+
+@group.command()
+@click.option("--topic", type=click.Choice([*STREAM_CONTRACTS, "all"]), default="all",
+              help="Which topic's message schema to print.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write one <topic>.schema.json per topic into this directory instead of printing.")
+def schema(topic: str, out: Path | None) -> None:
+    """Export the JSON Schema of the messages on stream's topics (utterances, labels, DLQ).
+
+    Producers in any language can validate against these before sending.
+    """
+    chosen = STREAM_CONTRACTS if topic == "all" else {topic: STREAM_CONTRACTS[topic]}
+    schemas = {name: json_schema(model) for name, model in chosen.items()}
+    _emit_schemas(schemas, out)
+
+
+def _emit_schemas(schemas: dict[str, dict[str, Any]], out: Path | None) -> None:
+    if out is None:
+        only = next(iter(schemas.values())) if len(schemas) == 1 else schemas
+        click.echo(json.dumps(only, indent=2, sort_keys=True))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name, body in schemas.items():
+        path = out / f"{name}.schema.json"
+        path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        click.echo(f"wrote {path}")
+
+
+@group.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True))
+@click.option("--max-chars", type=int, default=TextLimits().max_chars, help="Longest text accepted.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per rejected line, for machines.")
+def validate(file: Path, max_chars: int, as_json: bool) -> None:
+    """Check every line of a JSONL FILE ('-' for stdin) against the utterances contract.
+
+    Each rejected line is reported with its line number, the field, the value and the reason code the
+    worker would file it under in the DLQ. Exits 1 when any line is rejected.
+    """
+    stream = sys.stdin.buffer if str(file) == "-" else _open(file)
+    limits = TextLimits(max_chars=max_chars)
+    good = bad = 0
+    table = Table("line", "code", "field", "value", "why", title=f"rejected lines of {file}")
+    for number, line in enumerate(stream, start=1):
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        try:
+            decode_utterance(line, limits)
+            good += 1
+        except ContractError as exc:
+            bad += 1
+            for r in exc.rejections:
+                if as_json:
+                    click.echo(json.dumps({"line": number, **r.model_dump(mode="json")}))
+                else:
+                    table.add_row(str(number), r.code, r.field or "", r.value or "", r.message)
+    if not as_json:
+        if bad:
+            console.print(table)
+        console.print(f"{good} valid, {bad} rejected")
+    if bad:
+        sys.exit(1)
+
+
+def _open(path: Path) -> Any:
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise click.BadParameter(f"{path} does not exist", param_hint="FILE") from None
+
+
+@group.group()
+def topics() -> None:
+    """Create and inspect parley's topics."""
+
+
+@topics.command("create")
+@click.pass_context
+def topics_create(ctx: click.Context) -> None:
+    """Create the utterances, utterance-labels, utterances-dlq and model-events topics if missing.
+
+    Names and partition counts come from PARLEY_TOPIC_*. Running it again changes nothing.
+    """
+    from stream.topics import ensure_topics, parley_topics
+
+    settings = _settings(ctx)
+    statuses = run(ensure_topics(settings.kafka, parley_topics(settings.topics)))
+    table = Table("topic", "partitions", "state")
+    for s in statuses:
+        table.add_row(s.name, str(s.partitions), "created" if s.created else "exists")
+    console.print(table)
+
+
+def _sample_default() -> Path:
+    from stream.samples import conversations_path
+
+    return conversations_path()
+
+
+@group.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--rate", type=float, default=None,
+              help="Utterances per second; as fast as possible when left out.")
+@click.option("--raw", is_flag=True,
+              help="Send lines byte for byte, without validating (to feed malformed input to a worker).")
+@click.option("--topic", default=None, help="Topic to send to; PARLEY_TOPIC_UTTERANCES by default.")
+@click.pass_context
+def send(ctx: click.Context, file: Path | None, rate: float | None, raw: bool, topic: str | None) -> None:
+    """Send conversations from a JSONL FILE to Kafka, keyed by conversation_id.
+
+    Lines follow the utterances contract (see `parley stream schema --topic utterances`) or the
+    benchmark layout of ../shared/data (id, dialogue_id, turn, speaker, text). Without FILE, the
+    sample conversations that ship with parley are sent. Every line is validated first, so nothing
+    is sent from a file with a bad line (unless --raw).
+    """
+    from stream.send import messages_for, raw_messages, read_utterances, send_messages
+
+    settings = _settings(ctx)
+    path = file or _sample_default()
+    messages = raw_messages(path) if raw else messages_for(read_utterances(path, settings.text_limits))
+    target = topic or settings.topics.utterances
+    with Progress(TextColumn("sending to {task.fields[topic]}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as progress:
+        task = progress.add_task("send", total=len(messages), topic=target)
+        report = run(send_messages(settings.kafka, target, messages, rate=rate,
+                                   on_sent=lambda n: progress.advance(task, n)))
+    console.print(f"sent {report.sent} messages to {target} in {report.seconds:.2f}s ({report.rate:.0f}/s)")
+
+
+@group.command()
+@click.option("--topic", default=None, help="Topic to read; PARLEY_TOPIC_UTTERANCE_LABELS by default.")
+@click.option("--from-beginning", is_flag=True, help="Start at the earliest offsets, not at the end.")
+@click.option("--max", "max_messages", type=int, default=None, help="Stop after this many messages.")
+@click.option("--idle-timeout", type=float, default=None,
+              help="Stop when nothing arrived for this many seconds; follow forever when left out.")
+@click.option("--raw", is_flag=True, help="Print each message's JSON as it is, one per line.")
+@click.pass_context
+def tail(ctx: click.Context, topic: str | None, from_beginning: bool, max_messages: int | None,
+         idle_timeout: float | None, raw: bool) -> None:
+    """Print the messages of a topic as they arrive (labelled utterances by default).
+
+    Reads every partition without joining a consumer group: it commits nothing and moves no one's
+    offsets. Stop with Ctrl-C.
+    """
+    from stream.tail import read
+
+    settings = _settings(ctx)
+    target = topic or settings.topics.utterance_labels
+
+    async def follow() -> int:
+        count = 0
+        async with aclosing(read(settings.kafka, target, start="beginning" if from_beginning else "end",
+                                 max_messages=max_messages, idle_timeout_s=idle_timeout)) as records:
+            async for record in records:
+                count += 1
+                if raw:
+                    click.echo(record.value.decode("utf-8", errors="replace"))
+                else:
+                    console.print(_pretty(record.partition, record.offset, record.value))
+        return count
+
+    count = run(follow())
+    console.print(f"[dim]{count} messages from {target}[/dim]")
+
+
+def _pretty(partition: int, offset: int, value: bytes) -> str:
+    where = f"[dim]{partition}:{offset}[/dim]"
+    try:
+        obj = json.loads(value)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"{where} [red]not JSON[/red] {value[:120]!r}"
+    if not isinstance(obj, dict):
+        return f"{where} {obj!r}"
+    conv, turn = obj.get("conversation_id", "?"), obj.get("turn", "")
+    if "predictions" in obj:
+        labels = ", ".join(f"{task}={p.get('label')} ({p.get('score', 0):.2f})"
+                           for task, p in obj["predictions"].items())
+        return f"{where} [cyan]{conv}[/cyan] #{turn} {labels}"
+    if "reason" in obj:
+        return f"{where} [red]{obj['reason']}[/red] {obj.get('errors', [{}])[0].get('message', '')}"
+    return f"{where} [cyan]{conv}[/cyan] #{turn} [bold]{obj.get('speaker', '')}[/bold] {obj.get('text', '')}"
+
+
+@group.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--timeout", type=float, default=60.0, help="Seconds to wait for the messages to come back.")
+@click.pass_context
+def roundtrip(ctx: click.Context, file: Path | None, timeout: float) -> None:
+    """Send conversations through Kafka and Redis and check they all come back, whole and in order.
+
+    Without FILE, the sample conversations are used. Exits 1 if anything was lost, duplicated,
+    reordered or split across partitions.
+    """
+    from stream.roundtrip import roundtrip as do_roundtrip
+    from stream.send import read_utterances
+
+    settings = _settings(ctx)
+    utterances = read_utterances(file or _sample_default(), settings.text_limits)
+    report = run(do_roundtrip(settings, utterances, timeout_s=timeout))
+    table = Table("conversation", "partition", "sent", "back", "in order", "Redis turns",
+                  title=f"round trip through {report.topic} and Redis")
+    for trip in report.conversations:
+        table.add_row(trip.conversation_id, ",".join(map(str, sorted(trip.partitions))), str(trip.sent),
+                      str(trip.received), "yes" if trip.in_order else "NO", str(trip.redis_turns))
+    console.print(table)
+    console.print(f"{report.received}/{report.sent} utterances back, {len(report.conversations)} conversations; "
+                  f"sent in {report.send_seconds:.2f}s, whole trip {report.total_seconds:.2f}s")

@@ -1,0 +1,105 @@
+"""Creating and checking parley's topics with Kafka's admin API (idempotent: safe to run again)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import structlog
+
+from parley.clients import kafka_admin
+from parley.connections import KafkaSettings, TopicSettings
+from stream.errors import TopicError
+
+log = structlog.get_logger(__name__)
+
+_TOPIC_ALREADY_EXISTS: Final = 36
+_UNKNOWN_TOPIC: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStatus:
+    name: str
+    partitions: int
+    created: bool
+    """True when this call created it; False when it already existed."""
+
+
+def parley_topics(topics: TopicSettings) -> list[TopicSpec]:
+    """The topics of DESIGN.md with the configured names and partition counts."""
+    rf = topics.replication_factor
+    return [
+        TopicSpec(topics.utterances, topics.partitions, rf),
+        TopicSpec(topics.utterance_labels, topics.partitions, rf),
+        # The DLQ is read rarely but must keep its records long enough for someone to look.
+        TopicSpec(topics.utterances_dlq, topics.partitions, rf, {"retention.ms": str(14 * 24 * 3600 * 1000)}),
+        # Few events, and every consumer wants them in one global order.
+        TopicSpec(topics.model_events, 1, rf, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    ]
+
+
+async def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec]) -> list[TopicStatus]:
+    """Create the topics that do not exist; report the partitions of every one."""
+    from aiokafka.admin import NewTopic
+
+    admin = kafka_admin(kafka)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs) for s in specs]
+        )
+        created = set()
+        for name, code, message in response.topic_errors:
+            if code == 0:
+                created.add(name)
+            elif code != _TOPIC_ALREADY_EXISTS:
+                raise TopicError(f"Kafka refused to create topic {name!r}: error {code}: {message}")
+        described = {d["topic"]: d for d in await admin.describe_topics([s.name for s in specs])}
+    finally:
+        await admin.close()
+    statuses = []
+    for spec in specs:
+        info = described.get(spec.name)
+        if info is None or info["error_code"] == _UNKNOWN_TOPIC:
+            raise TopicError(f"topic {spec.name!r} does not exist after creating it")
+        partitions = len(info["partitions"])
+        if spec.name not in created and partitions < spec.partitions:
+            # Adding partitions to a keyed topic moves keys between partitions and breaks the order of
+            # conversations in flight, so parley only reports it.
+            log.warning("topic has fewer partitions than configured", topic=spec.name,
+                        partitions=partitions, configured=spec.partitions)
+        statuses.append(TopicStatus(spec.name, partitions, spec.name in created))
+    log.info("topics ready", created=sorted(created), topics=[s.name for s in specs])
+    return statuses
+
+
+async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
+    """The partition ids of a topic; TopicError if it does not exist."""
+    admin = kafka_admin(kafka)
+    await admin.start()
+    try:
+        (info,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if info["error_code"] == _UNKNOWN_TOPIC or not info["partitions"]:
+        raise TopicError(f"topic {topic!r} does not exist; create it with 'parley stream topics create'")
+    if info["error_code"] != 0:
+        raise TopicError(f"Kafka could not describe topic {topic!r}: error {info['error_code']}")
+    return sorted(p["partition"] for p in info["partitions"])
+
+
+async def delete_topics(kafka: KafkaSettings, names: list[str]) -> None:
+    admin = kafka_admin(kafka)
+    await admin.start()
+    try:
+        await admin.delete_topics(names)
+    finally:
+        await admin.close()
