@@ -40,10 +40,18 @@ def settings_cmd() -> None:
 
 
 @group.command()
-@click.option("--what", type=click.Choice(["bundle-manifest", "model-events", "all"]), default="all",
-              help="Which contract's schema to print.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write one <name>.schema.json per contract into this directory instead of printing.")
+@click.option(
+    "--what",
+    type=click.Choice(["bundle-manifest", "model-events", "all"]),
+    default="all",
+    help="Which contract's schema to print.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write one <name>.schema.json per contract into this directory instead of printing.",
+)
 def schema(what: str, out: Path | None) -> None:
     """Export the JSON Schema of the bundle manifest and of model-events messages."""
     from stream.cli import _emit_schemas
@@ -58,5 +66,7 @@ def check_manifest(path: Path) -> None:
     """Check a bundle's manifest.json (or the bundle directory holding it) against the contract."""
     manifest = read_manifest(path)
     tasks = ", ".join(f"{t.name} ({len(t.labels)} labels)" for t in manifest.tasks)
-    click.echo(f"{manifest.model}/{manifest.version}: format {manifest.format_version}, tasks {tasks}, "
-               f"max_length {manifest.max_length}")
+    click.echo(
+        f"{manifest.model}/{manifest.version}: format {manifest.format_version}, tasks {tasks}, "
+        f"max_length {manifest.max_length}"
+    )

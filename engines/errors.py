@@ -1,8 +1,8 @@
 """engines' exceptions (see parley.errors for the whole tree).
 
-    ParleyError
-     └── EngineError            a bundle or backend cannot be used
-          └── ManifestError     manifest.json is missing, corrupt, invalid or from a newer format
+ParleyError
+ └── EngineError            a bundle or backend cannot be used
+      └── ManifestError     manifest.json is missing, corrupt, invalid or from a newer format
 """
 
 from parley.errors import ParleyError

@@ -97,8 +97,14 @@ def parse_model_event(obj: dict[str, Any]) -> ModelEvent:
         code = RejectCode.MISSING_FIELD if kind is None else RejectCode.UNKNOWN_EVENT_TYPE
         raise ContractError(
             "model event",
-            [Rejection(code=code, field="event", value=None if kind is None else preview(kind),
-                       message=f"event must be one of {sorted(EVENT_TYPES)}")],
+            [
+                Rejection(
+                    code=code,
+                    field="event",
+                    value=None if kind is None else preview(kind),
+                    message=f"event must be one of {sorted(EVENT_TYPES)}",
+                )
+            ],
         )
     return validate(EVENT_TYPES[kind], obj, contract="model event")
 

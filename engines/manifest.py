@@ -119,7 +119,9 @@ def read_manifest(path: Path) -> BundleManifest:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path} is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        raise ManifestError(
+            f"{path} is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path} must hold a JSON object, not {type(data).__name__}")
     return parse_manifest(data, source=str(path))

@@ -15,7 +15,7 @@ class EngineBuilderSettings(DeployableSettings):
         env_prefix="PARLEY_ENGINE_", frozen=True, extra="forbid", env_nested_delimiter="__"
     )
 
-    redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     registry_uri: str = Field(
         "./registry", min_length=1, description="Bundle registry: a local directory or an fsspec URL."
     )

@@ -91,7 +91,8 @@ def describe_settings_error(exc: ValidationError) -> str:
 def _env_prefix(title: str) -> str:
     from parley.connections import DeployableSettings, KafkaSettings, RedisSettings, TopicSettings
 
-    for cls in (KafkaSettings, RedisSettings, TopicSettings, *DeployableSettings.__subclasses__()):
+    classes: list[type[BaseSettings]] = [KafkaSettings, RedisSettings, TopicSettings]
+    for cls in [*classes, *DeployableSettings.__subclasses__()]:
         if cls.__name__ == title:
             return str(cls.model_config.get("env_prefix", ""))
     return ""
@@ -101,7 +102,11 @@ def _masked(err: Any) -> str:
     """The offending value, unless it could be or hold a secret."""
     field = str(err["loc"][-1]) if err["loc"] else ""
     value = err["input"]
-    if not field or isinstance(value, dict) or any(m in field for m in ("password", "secret", "key", "token")):
+    if (
+        not field
+        or isinstance(value, dict)
+        or any(m in field for m in ("password", "secret", "key", "token"))
+    ):
         return "not shown"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

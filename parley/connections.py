@@ -116,7 +116,9 @@ class TopicSettings(BaseSettings):
     utterance_labels: str = Field("utterance-labels", description="Output: one labelled record per input.")
     utterances_dlq: str = Field("utterances-dlq", description="Rejected inputs with their reasons.")
     model_events: str = Field("model-events", description="model_trained / engine_ready events.")
-    partitions: int = Field(6, ge=1, description="Partitions of the utterance topics when parley creates them.")
+    partitions: int = Field(
+        6, ge=1, description="Partitions of the utterance topics when parley creates them."
+    )
     replication_factor: int = Field(1, ge=1, description="Replication factor when parley creates topics.")
 
     def all_names(self) -> list[str]:
@@ -130,6 +132,5 @@ class DeployableSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON off a terminal, readable console output on one."
     )
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
-    topics: TopicSettings = Field(default_factory=TopicSettings)  # type: ignore[arg-type]
-
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)

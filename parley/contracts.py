@@ -85,31 +85,53 @@ def decode_object(raw: bytes, *, contract: str, max_bytes: int) -> dict[str, Any
     if len(raw) > max_bytes:
         raise ContractError(
             contract,
-            [Rejection(code=RejectCode.TOO_LARGE, value=f"{len(raw)} bytes",
-                       message=f"message is larger than the limit of {max_bytes} bytes")],
+            [
+                Rejection(
+                    code=RejectCode.TOO_LARGE,
+                    value=f"{len(raw)} bytes",
+                    message=f"message is larger than the limit of {max_bytes} bytes",
+                )
+            ],
         )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ContractError(
             contract,
-            [Rejection(code=RejectCode.NOT_UTF8, value=preview(raw[max(exc.start - 8, 0) : exc.end + 8]),
-                       message=f"invalid UTF-8 at byte {exc.start}: {exc.reason}")],
+            [
+                Rejection(
+                    code=RejectCode.NOT_UTF8,
+                    value=preview(raw[max(exc.start - 8, 0) : exc.end + 8]),
+                    message=f"invalid UTF-8 at byte {exc.start}: {exc.reason}",
+                )
+            ],
         ) from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        around = text[max(exc.pos - _JSON_ERROR_CONTEXT_CHARS // 2, 0) : exc.pos + _JSON_ERROR_CONTEXT_CHARS // 2]
+        around = text[
+            max(exc.pos - _JSON_ERROR_CONTEXT_CHARS // 2, 0) : exc.pos + _JSON_ERROR_CONTEXT_CHARS // 2
+        ]
         raise ContractError(
             contract,
-            [Rejection(code=RejectCode.NOT_JSON, value=preview(around),
-                       message=f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")],
+            [
+                Rejection(
+                    code=RejectCode.NOT_JSON,
+                    value=preview(around),
+                    message=f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                )
+            ],
         ) from None
     if not isinstance(obj, dict):
         raise ContractError(
             contract,
-            [Rejection(code=RejectCode.NOT_OBJECT, value=preview(obj),
-                       message=f"expected a JSON object, got {type(obj).__name__}")],
+            [
+                Rejection(
+                    code=RejectCode.NOT_OBJECT,
+                    value=preview(obj),
+                    message=f"expected a JSON object, got {type(obj).__name__}",
+                )
+            ],
         )
     return obj
 
@@ -120,15 +142,27 @@ def check_schema_version(obj: dict[str, Any], *, contract: str, supported: tuple
     if isinstance(version, bool) or not isinstance(version, int):
         raise ContractError(
             contract,
-            [Rejection(code=RejectCode.WRONG_TYPE, field="schema_version", value=preview(version),
-                       message="schema_version must be an integer")],
+            [
+                Rejection(
+                    code=RejectCode.WRONG_TYPE,
+                    field="schema_version",
+                    value=preview(version),
+                    message="schema_version must be an integer",
+                )
+            ],
         )
     if version not in supported:
         raise ContractError(
             contract,
-            [Rejection(code=RejectCode.UNKNOWN_SCHEMA_VERSION, field="schema_version", value=str(version),
-                       message=f"this parley reads schema versions {list(supported)}; upgrade the consumer "
-                               "or send a version it knows")],
+            [
+                Rejection(
+                    code=RejectCode.UNKNOWN_SCHEMA_VERSION,
+                    field="schema_version",
+                    value=str(version),
+                    message=f"this parley reads schema versions {list(supported)}; upgrade the consumer "
+                    "or send a version it knows",
+                )
+            ],
         )
 
 
@@ -144,7 +178,10 @@ def _code_for(error_type: str) -> RejectCode:
         return RejectCode.MISSING_FIELD
     if error_type == "extra_forbidden":
         return RejectCode.UNKNOWN_FIELD
-    if error_type.endswith(("_type", "_parsing")) or error_type in ("is_instance_of", "model_attributes_type"):
+    if error_type.endswith(("_type", "_parsing")) or error_type in (
+        "is_instance_of",
+        "model_attributes_type",
+    ):
         return RejectCode.WRONG_TYPE
     return RejectCode.INVALID_VALUE
 

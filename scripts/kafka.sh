@@ -15,6 +15,7 @@
 #   KAFKA_START_TIMEOUT      seconds to wait for the broker to answer     (default 90)
 #   PARLEY_CACHE_DIR         where resolved jars are kept, outside the repo (default ~/.cache/parley)
 #   PARLEY_RUN_DIR           where data, logs and the pid file live       (default <repo>/.run)
+#   MAVEN                    the Maven command                            (default mvn)
 #
 # Running `up` twice is harmless. Another process on the port is an error that names it.
 set -euo pipefail
@@ -31,6 +32,7 @@ libs="$cache/kafka-$version/libs"
 run="${PARLEY_RUN_DIR:-$root/.run}/kafka-$port"
 pidfile="$run/kafka.pid"
 host=127.0.0.1
+maven="${MAVEN:-mvn}"
 
 say() { printf 'kafka: %s\n' "$*"; }
 die() { printf 'kafka: error: %s\n' "$*" >&2; exit 1; }
@@ -49,12 +51,12 @@ need_java() {
 
 resolve_jars() {
   [[ -f "$libs/.complete" ]] && return 0
-  command -v mvn >/dev/null 2>&1 || die "Maven is required to fetch the Kafka jars from Maven Central and 'mvn' is not on PATH.
+  command -v "$maven" >/dev/null 2>&1 || die "Maven is required to fetch the Kafka jars from Maven Central and '$maven' is not on PATH.
   Debian/Ubuntu: sudo apt-get install -y maven    macOS: brew install maven"
   say "resolving org.apache.kafka:kafka_2.13:$version and a log4j2 backend with Maven into $libs"
   rm -rf "$libs"
   mkdir -p "$libs"
-  mvn -B -Dstyle.color=never -f "$here/kafka/pom.xml" -Dkafka.version="$version" \
+  "$maven" -B -Dstyle.color=never -f "$here/kafka/pom.xml" -Dkafka.version="$version" \
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" >"$cache/maven-kafka.log" 2>&1 \
     || { tail -n 30 "$cache/maven-kafka.log" >&2
          die "Maven could not resolve Kafka $version (is Maven Central reachable? is the version right?)"; }
@@ -216,5 +218,5 @@ case "${1:-}" in
   stop) cmd_stop ;;
   status) cmd_status ;;
   logs) exec tail -F "$run/logs/server.log" ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

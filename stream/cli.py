@@ -53,10 +53,18 @@ def settings_cmd(ctx: click.Context) -> None:
 
 
 @group.command()
-@click.option("--topic", type=click.Choice([*STREAM_CONTRACTS, "all"]), default="all",
-              help="Which topic's message schema to print.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write one <topic>.schema.json per topic into this directory instead of printing.")
+@click.option(
+    "--topic",
+    type=click.Choice([*STREAM_CONTRACTS, "all"]),
+    default="all",
+    help="Which topic's message schema to print.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write one <topic>.schema.json per topic into this directory instead of printing.",
+)
 def schema(topic: str, out: Path | None) -> None:
     """Export the JSON Schema of the messages on stream's topics (utterances, labels, DLQ).
 
@@ -152,10 +160,14 @@ def _sample_default() -> Path:
 
 @group.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--rate", type=float, default=None,
-              help="Utterances per second; as fast as possible when left out.")
-@click.option("--raw", is_flag=True,
-              help="Send lines byte for byte, without validating (to feed malformed input to a worker).")
+@click.option(
+    "--rate", type=float, default=None, help="Utterances per second; as fast as possible when left out."
+)
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Send lines byte for byte, without validating (to feed malformed input to a worker).",
+)
 @click.option("--topic", default=None, help="Topic to send to; PARLEY_TOPIC_UTTERANCES by default.")
 @click.pass_context
 def send(ctx: click.Context, file: Path | None, rate: float | None, raw: bool, topic: str | None) -> None:
@@ -172,11 +184,20 @@ def send(ctx: click.Context, file: Path | None, rate: float | None, raw: bool, t
     path = file or _sample_default()
     messages = raw_messages(path) if raw else messages_for(read_utterances(path, settings.text_limits))
     target = topic or settings.topics.utterances
-    with Progress(TextColumn("sending to {task.fields[topic]}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as progress:
+    with Progress(
+        TextColumn("sending to {task.fields[topic]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as progress:
         task = progress.add_task("send", total=len(messages), topic=target)
-        report = run(send_messages(settings.kafka, target, messages, rate=rate,
-                                   on_sent=lambda n: progress.advance(task, n)))
+        report = run(
+            send_messages(
+                settings.kafka, target, messages, rate=rate, on_sent=lambda n: progress.advance(task, n)
+            )
+        )
     console.print(f"sent {report.sent} messages to {target} in {report.seconds:.2f}s ({report.rate:.0f}/s)")
 
 
@@ -184,12 +205,22 @@ def send(ctx: click.Context, file: Path | None, rate: float | None, raw: bool, t
 @click.option("--topic", default=None, help="Topic to read; PARLEY_TOPIC_UTTERANCE_LABELS by default.")
 @click.option("--from-beginning", is_flag=True, help="Start at the earliest offsets, not at the end.")
 @click.option("--max", "max_messages", type=int, default=None, help="Stop after this many messages.")
-@click.option("--idle-timeout", type=float, default=None,
-              help="Stop when nothing arrived for this many seconds; follow forever when left out.")
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=None,
+    help="Stop when nothing arrived for this many seconds; follow forever when left out.",
+)
 @click.option("--raw", is_flag=True, help="Print each message's JSON as it is, one per line.")
 @click.pass_context
-def tail(ctx: click.Context, topic: str | None, from_beginning: bool, max_messages: int | None,
-         idle_timeout: float | None, raw: bool) -> None:
+def tail(
+    ctx: click.Context,
+    topic: str | None,
+    from_beginning: bool,
+    max_messages: int | None,
+    idle_timeout: float | None,
+    raw: bool,
+) -> None:
     """Print the messages of a topic as they arrive (labelled utterances by default).
 
     Reads every partition without joining a consumer group: it commits nothing and moves no one's
@@ -202,8 +233,15 @@ def tail(ctx: click.Context, topic: str | None, from_beginning: bool, max_messag
 
     async def follow() -> int:
         count = 0
-        async with aclosing(read(settings.kafka, target, start="beginning" if from_beginning else "end",
-                                 max_messages=max_messages, idle_timeout_s=idle_timeout)) as records:
+        async with aclosing(
+            read(
+                settings.kafka,
+                target,
+                start="beginning" if from_beginning else "end",
+                max_messages=max_messages,
+                idle_timeout_s=idle_timeout,
+            )
+        ) as records:
             async for record in records:
                 count += 1
                 if raw:
@@ -226,8 +264,9 @@ def _pretty(partition: int, offset: int, value: bytes) -> str:
         return f"{where} {obj!r}"
     conv, turn = obj.get("conversation_id", "?"), obj.get("turn", "")
     if "predictions" in obj:
-        labels = ", ".join(f"{task}={p.get('label')} ({p.get('score', 0):.2f})"
-                           for task, p in obj["predictions"].items())
+        labels = ", ".join(
+            f"{task}={p.get('label')} ({p.get('score', 0):.2f})" for task, p in obj["predictions"].items()
+        )
         return f"{where} [cyan]{conv}[/cyan] #{turn} {labels}"
     if "reason" in obj:
         return f"{where} [red]{obj['reason']}[/red] {obj.get('errors', [{}])[0].get('message', '')}"
@@ -250,11 +289,26 @@ def roundtrip(ctx: click.Context, file: Path | None, timeout: float) -> None:
     settings = _settings(ctx)
     utterances = read_utterances(file or _sample_default(), settings.text_limits)
     report = run(do_roundtrip(settings, utterances, timeout_s=timeout))
-    table = Table("conversation", "partition", "sent", "back", "in order", "Redis turns",
-                  title=f"round trip through {report.topic} and Redis")
+    table = Table(
+        "conversation",
+        "partition",
+        "sent",
+        "back",
+        "in order",
+        "Redis turns",
+        title=f"round trip through {report.topic} and Redis",
+    )
     for trip in report.conversations:
-        table.add_row(trip.conversation_id, ",".join(map(str, sorted(trip.partitions))), str(trip.sent),
-                      str(trip.received), "yes" if trip.in_order else "NO", str(trip.redis_turns))
+        table.add_row(
+            trip.conversation_id,
+            ",".join(map(str, sorted(trip.partitions))),
+            str(trip.sent),
+            str(trip.received),
+            "yes" if trip.in_order else "NO",
+            str(trip.redis_turns),
+        )
     console.print(table)
-    console.print(f"{report.received}/{report.sent} utterances back, {len(report.conversations)} conversations; "
-                  f"sent in {report.send_seconds:.2f}s, whole trip {report.total_seconds:.2f}s")
+    console.print(
+        f"{report.received}/{report.sent} utterances back, {len(report.conversations)} conversations; "
+        f"sent in {report.send_seconds:.2f}s, whole trip {report.total_seconds:.2f}s"
+    )

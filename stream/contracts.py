@@ -53,6 +53,9 @@ class TextLimits:
             raise ValueError(f"max_message_bytes must be at least 64, got {self.max_message_bytes}")
 
 
+DEFAULT_LIMITS: Final = TextLimits()
+
+
 class Utterance(_Message):
     """One utterance of a live conversation: a message on the ``utterances`` topic."""
 
@@ -79,10 +82,11 @@ class Utterance(_Message):
             text.encode("utf-8")
         except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800" written as a JSON escape
             raise PydanticCustomError(
-                RejectCode.NOT_UTF8.value, "text holds a character that is not valid UTF-8 at index {pos}",
+                RejectCode.NOT_UTF8.value,
+                "text holds a character that is not valid UTF-8 at index {pos}",
                 {"pos": exc.start},
             ) from None
-        limits: TextLimits = (info.context or {}).get("limits", TextLimits())
+        limits: TextLimits = (info.context or {}).get("limits", DEFAULT_LIMITS)
         if len(text) > limits.max_chars:
             if limits.oversize == "reject":
                 raise PydanticCustomError(
@@ -101,7 +105,7 @@ class DecodedUtterance:
     """The original length in characters when the text was truncated to the limit, else None."""
 
 
-def decode_utterance(raw: bytes, limits: TextLimits = TextLimits()) -> DecodedUtterance:
+def decode_utterance(raw: bytes, limits: TextLimits = DEFAULT_LIMITS) -> DecodedUtterance:
     """Bytes from the ``utterances`` topic to an Utterance, or a ContractError with every reason."""
     obj = decode_object(raw, contract="utterance", max_bytes=limits.max_message_bytes)
     check_schema_version(obj, contract="utterance", supported=SUPPORTED_VERSIONS)

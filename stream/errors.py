@@ -1,9 +1,9 @@
 """stream's exceptions (see parley.errors for the whole tree).
 
-    ParleyError
-     └── StreamError            anything the worker or the stream CLI refuses to do
-          ├── TopicError        a topic is missing or has the wrong shape
-          └── RoundTripError    messages sent did not all come back
+ParleyError
+ └── StreamError            anything the worker or the stream CLI refuses to do
+      ├── TopicError        a topic is missing or has the wrong shape
+      └── RoundTripError    messages sent did not all come back
 """
 
 from parley.errors import ParleyError

@@ -51,13 +51,16 @@ class RoundTripReport:
     total_seconds: float
 
 
-async def roundtrip(settings: WorkerSettings, utterances: list[Utterance], *, timeout_s: float = 60.0) -> RoundTripReport:
+async def roundtrip(
+    settings: WorkerSettings, utterances: list[Utterance], *, timeout_s: float = 60.0
+) -> RoundTripReport:
     if not utterances:
         raise RoundTripError("nothing to send: the sample has no utterances")
     topic = settings.topics.utterances
     started = time.perf_counter()
-    await ensure_topics(settings.kafka, [TopicSpec(topic, settings.topics.partitions,
-                                                    settings.topics.replication_factor)])
+    await ensure_topics(
+        settings.kafka, [TopicSpec(topic, settings.topics.partitions, settings.topics.replication_factor)]
+    )
     start = await end_offsets(settings.kafka, topic)
 
     trips: dict[str, ConversationTrip] = {}
@@ -133,6 +136,8 @@ def _check(report: RoundTripReport) -> None:
         if not trip.in_order:
             problems.append(f"{trip.conversation_id} came back out of order")
         if trip.redis_turns != trip.received:
-            problems.append(f"{trip.conversation_id}: Redis counted {trip.redis_turns}, Kafka gave {trip.received}")
+            problems.append(
+                f"{trip.conversation_id}: Redis counted {trip.redis_turns}, Kafka gave {trip.received}"
+            )
     if problems:
         raise RoundTripError("round trip failed: " + "; ".join(problems))

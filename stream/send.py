@@ -20,7 +20,7 @@ from typing import Any
 from parley.clients import kafka_producer
 from parley.connections import KafkaSettings
 from parley.contracts import ContractError
-from stream.contracts import TextLimits, Utterance, decode_utterance, encode
+from stream.contracts import DEFAULT_LIMITS, TextLimits, Utterance, decode_utterance, encode
 from stream.errors import StreamError
 
 # Fields of ../shared/data/*/utterances.jsonl and their names in the utterances contract.
@@ -53,7 +53,7 @@ def _to_contract_layout(obj: dict[str, Any]) -> dict[str, Any]:
     return mapped
 
 
-def read_utterances(path: Path, limits: TextLimits = TextLimits()) -> list[Utterance]:
+def read_utterances(path: Path, limits: TextLimits = DEFAULT_LIMITS) -> list[Utterance]:
     """Every line of a JSONL file as a valid Utterance; the first bad line raises with its number."""
     utterances = []
     for number, line in _lines(path):

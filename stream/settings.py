@@ -18,7 +18,7 @@ class WorkerSettings(DeployableSettings):
         env_prefix="PARLEY_WORKER_", frozen=True, extra="forbid", env_nested_delimiter="__"
     )
 
-    redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     consumer_group: str = Field("parley-worker", min_length=1, description="Kafka consumer group.")
     max_text_chars: int = Field(2000, ge=1, description="Longest utterance text accepted, in characters.")
     oversize: Literal["reject", "truncate"] = Field(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,7 +51,7 @@ async def read(
     start: Start = "end",
     max_messages: int | None = None,
     idle_timeout_s: float | None = None,
-) -> AsyncIterator[Record]:
+) -> AsyncGenerator[Record, None]:
     """Yield records of every partition from ``start``; stop after ``max_messages`` or when nothing
     arrived for ``idle_timeout_s`` seconds (None: follow forever)."""
     from aiokafka import TopicPartition

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -11,10 +13,14 @@ from parley.clients import kafka_admin
 from parley.connections import KafkaSettings, TopicSettings
 from stream.errors import TopicError
 
+if TYPE_CHECKING:
+    from aiokafka.admin import AIOKafkaAdminClient
+
 log = structlog.get_logger(__name__)
 
 _TOPIC_ALREADY_EXISTS: Final = 36
 _UNKNOWN_TOPIC: Final = 3
+_VISIBLE_TIMEOUT_S: Final = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,23 +68,46 @@ async def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec]) -> list[To
                 created.add(name)
             elif code != _TOPIC_ALREADY_EXISTS:
                 raise TopicError(f"Kafka refused to create topic {name!r}: error {code}: {message}")
-        described = {d["topic"]: d for d in await admin.describe_topics([s.name for s in specs])}
+        described = await _describe_when_visible(admin, [s.name for s in specs])
     finally:
         await admin.close()
     statuses = []
     for spec in specs:
-        info = described.get(spec.name)
-        if info is None or info["error_code"] == _UNKNOWN_TOPIC:
-            raise TopicError(f"topic {spec.name!r} does not exist after creating it")
-        partitions = len(info["partitions"])
+        partitions = len(described[spec.name]["partitions"])
         if spec.name not in created and partitions < spec.partitions:
             # Adding partitions to a keyed topic moves keys between partitions and breaks the order of
             # conversations in flight, so parley only reports it.
-            log.warning("topic has fewer partitions than configured", topic=spec.name,
-                        partitions=partitions, configured=spec.partitions)
+            log.warning(
+                "topic has fewer partitions than configured",
+                topic=spec.name,
+                partitions=partitions,
+                configured=spec.partitions,
+            )
         statuses.append(TopicStatus(spec.name, partitions, spec.name in created))
     log.info("topics ready", created=sorted(created), topics=[s.name for s in specs])
     return statuses
+
+
+async def _describe_when_visible(
+    admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = _VISIBLE_TIMEOUT_S
+) -> dict[str, dict[str, Any]]:
+    """Describe topics, waiting until the broker's metadata shows every one of them: a topic just
+    created through the controller reaches the brokers' metadata caches a moment later."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = {d["topic"]: d for d in await admin.describe_topics(names)}
+        missing = [
+            n
+            for n in names
+            if n not in described or described[n]["error_code"] != 0 or not described[n]["partitions"]
+        ]
+        if not missing:
+            return described
+        if time.monotonic() > deadline:
+            raise TopicError(
+                f"topics {missing} are not visible in the cluster metadata after {timeout_s:.0f}s"
+            )
+        await asyncio.sleep(0.1)
 
 
 async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:

@@ -1,7 +1,7 @@
 """train's exceptions (see parley.errors for the whole tree).
 
-    ParleyError
-     └── TrainError             training or labelling cannot go on
+ParleyError
+ └── TrainError             training or labelling cannot go on
 """
 
 from parley.errors import ParleyError
