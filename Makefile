@@ -42,13 +42,13 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check parley stream train engines tests scripts
-	$(BIN)/ruff format --check parley stream train engines tests scripts
+	$(BIN)/ruff check parley stream train engines tests scripts benchmarks
+	$(BIN)/ruff format --check parley stream train engines tests scripts benchmarks
 	$(BIN)/mypy
 
 format: setup
-	$(BIN)/ruff check --fix parley stream train engines tests scripts
-	$(BIN)/ruff format parley stream train engines tests scripts
+	$(BIN)/ruff check --fix parley stream train engines tests scripts benchmarks
+	$(BIN)/ruff format parley stream train engines tests scripts benchmarks
 
 clean: down
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

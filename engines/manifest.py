@@ -132,3 +132,39 @@ def write_manifest(manifest: BundleManifest, directory: Path) -> Path:
     path = directory / MANIFEST_NAME
     path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return path
+
+
+class Parity(_Strict):
+    """How an engine's outputs compare with the torch reference (or fp32) on a sample."""
+
+    reference: str = Field(description="What it was compared with, e.g. 'torch-cpu-fp32'.")
+    samples: int = Field(ge=1)
+    label_agreement: float = Field(
+        ge=0.0, le=1.0, description="Share of (utterance, task) with equal top labels."
+    )
+    max_abs_diff: float = Field(ge=0.0, description="Largest absolute difference of any probability.")
+    accuracy_delta: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per task: engine accuracy minus reference accuracy, when gold labels were given.",
+    )
+
+
+class EngineRecord(_Strict):
+    """Sidecar ``engines/<id>.json`` of a compiled engine: what it is, what built it, how it verified.
+
+    Bundles are immutable; compiled engines are added beside them, one file and one record each.
+    """
+
+    format_version: int = Field(FORMAT_VERSION, ge=1)
+    engine_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    backend: str = Field(description="onnxruntime or tensorrt.")
+    precision: str = Field(description="fp32, fp16 or int8.")
+    file: str = Field(description="Path of the engine file, relative to the bundle.")
+    sha256: Sha256
+    runtime_version: str
+    gpu_arch: str | None = Field(None, description="CUDA compute capability it was built for; None on CPU.")
+    profiles: list[dict[str, JsonValue]] = Field(
+        default_factory=list, description="Optimisation profiles (TensorRT)."
+    )
+    built_at: AwareDatetime
+    parity: Parity | None = None

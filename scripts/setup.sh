@@ -8,14 +8,14 @@
 # Settings (environment):
 #   VENV            where the virtual environment lives       (default <repo>/.venv)
 #   PYTHON          the interpreter to create it with         (default python3)
-#   PARLEY_EXTRAS   extras to install                         (default dev)
+#   PARLEY_EXTRAS   extras to install                         (default train,dev)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 venv="${VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
-extras="${PARLEY_EXTRAS:-dev}"
+extras="${PARLEY_EXTRAS:-train,dev}"
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

@@ -32,6 +32,27 @@ import probe  # noqa: E402  (scripts/probe.py: the same wire-level checks the se
 _LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
+def _gpu_missing() -> str | None:
+    """Why GPU tests cannot run here, or None when a CUDA GPU is visible to torch."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed (pip install 'parley[train]')"
+    if not torch.cuda.is_available():
+        return "no NVIDIA GPU visible to torch on this machine; run on a GPU node (the device machine)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    reason = _gpu_missing()
+    if reason is not None:
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
 def _ensure_service(
     kind: str, host: str, port: int, answers: Callable[[], bool], env: dict[str, str]
 ) -> bool:

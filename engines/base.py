@@ -1,0 +1,189 @@
+"""One engine interface for every backend (after Polygraphy's runners).
+
+    engine = load_engine(bundle, "onnxruntime", EngineOptions(precision="int8"))
+    with engine:                                  # activate() / deactivate()
+        probs = engine.infer(["hello", "where is my order?"])   # {task: float32 [n, n_labels]}
+
+The base class validates the input, tokenises with length bucketing, calls the backend's
+``_infer_impl`` once per padded batch, checks what came back, applies softmax and restores the
+caller's order. Backends only turn feeds into logits; they import their heavy library (torch,
+tensorrt, onnxruntime) inside their own module, which ``load_engine`` imports on demand.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import ClassVar, Final, Literal, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from engines.bundle import Bundle
+from engines.errors import EngineError
+from engines.tokenize import restore
+
+Probabilities = dict[str, npt.NDArray[np.float32]]
+Feeds = dict[str, npt.NDArray[np.int64]]
+
+BACKENDS: Final = {
+    "onnxruntime": "engines.onnxruntime.backend:OnnxRuntimeEngine",
+    "tensorrt": "engines.tensorrt.backend:TensorRTEngine",
+    "torch": "engines.torch.backend:TorchEngine",
+}
+
+
+class EngineInputError(EngineError, ValueError):
+    """What was passed to ``infer`` is not a list of strings (with matching contexts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """How to run an engine. Not every backend reads every field."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    max_batch: int = 64
+    bucket: bool = True
+    threads: int | None = None
+    """Intra-op threads (ONNX Runtime, torch); None lets the runtime decide."""
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    engine_id: str | None = None
+    """A specific compiled engine of the bundle (engines/<id>.json); None picks by backend and precision."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise EngineInputError(f"max_batch must be at least 1, got {self.max_batch}")
+
+
+DEFAULT_OPTIONS: Final = EngineOptions()
+
+
+def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted, dtype=np.float32)
+    probs: npt.NDArray[np.float32] = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    return probs
+
+
+class Engine(ABC):
+    """A loaded bundle that turns texts into per-task label probabilities."""
+
+    backend: ClassVar[str]
+
+    def __init__(self, bundle: Bundle, options: EngineOptions = DEFAULT_OPTIONS) -> None:
+        self.bundle = bundle
+        self.options = options
+        self.tokenizer = bundle.tokenizer()
+        self._tasks = bundle.tasks()
+        self.active = False
+
+    @property
+    def name(self) -> str:
+        """What produced a prediction, e.g. 'onnxruntime-cpu-int8': outputs carry it."""
+        return f"{self.backend}-{self.options.device}-{self.options.precision}"
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def activate(self) -> None:
+        if not self.active:
+            self._activate_impl()
+            self.active = True
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._deactivate_impl()
+            self.active = False
+
+    def __enter__(self) -> Self:
+        self.activate()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.deactivate()
+
+    # -- inference -----------------------------------------------------------------------------
+    def infer(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> Probabilities:
+        """Per task, float32 probabilities ``[len(texts), n_labels]`` in the caller's order.
+
+        ``contexts`` (optional) gives each text its previous turn(s), fed as the second segment.
+        """
+        if not self.active:
+            raise EngineError(f"{self.name} engine for {self.bundle.label} is not active: use 'with engine:'")
+        self._check_input(texts, contexts)
+        if not texts:
+            return {name: np.zeros((0, n), dtype=np.float32) for name, n in self._tasks}
+        parts: dict[str, list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]] = {
+            n: [] for n, _ in self._tasks
+        }
+        for batch in self.tokenizer.batches(
+            texts, contexts, max_batch=self.options.max_batch, bucket=self.options.bucket
+        ):
+            logits = self._infer_impl(batch.feeds)
+            for name, n_labels in self._tasks:
+                got = logits.get(name)
+                if got is None or got.shape != (len(batch.indices), n_labels):
+                    shape = None if got is None else got.shape
+                    raise EngineError(
+                        f"{self.name} returned {shape} for task {name!r}, "
+                        f"expected {(len(batch.indices), n_labels)}"
+                    )
+                parts[name].append((batch.indices, softmax(got.astype(np.float32, copy=False))))
+        return {name: restore(parts[name], len(texts)) for name, _ in self._tasks}
+
+    @staticmethod
+    def _check_input(texts: Sequence[str], contexts: Sequence[str | None] | None) -> None:
+        if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
+            raise EngineInputError(f"texts must be a list of strings, not {type(texts).__name__}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise EngineInputError(f"texts[{i}] is {type(text).__name__}, not str")
+        if contexts is not None:
+            if len(contexts) != len(texts):
+                raise EngineInputError(
+                    f"{len(contexts)} contexts for {len(texts)} texts: give one per text (or None)"
+                )
+            for i, context in enumerate(contexts):
+                if context is not None and not isinstance(context, str):
+                    raise EngineInputError(f"contexts[{i}] is {type(context).__name__}, not str or None")
+
+    # -- what a backend implements --------------------------------------------------------------
+    @abstractmethod
+    def _activate_impl(self) -> None:
+        """Load the model onto its device and allocate what inference needs."""
+
+    @abstractmethod
+    def _deactivate_impl(self) -> None:
+        """Free what activation allocated."""
+
+    @abstractmethod
+    def _infer_impl(self, feeds: Feeds) -> dict[str, npt.NDArray[np.float32]]:
+        """Logits per task for one padded batch."""
+
+
+def engine_class(backend: str) -> type[Engine]:
+    """The class of a backend, importing its module (and its heavy library) only now."""
+    if backend not in BACKENDS:
+        raise EngineError(f"unknown backend {backend!r}; parley has {sorted(BACKENDS)}")
+    module_name, cls_name = BACKENDS[backend].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = {
+            "tensorrt": "pip install 'parley[gpu]' on a machine with an NVIDIA GPU",
+            "torch": "pip install 'parley[train]'",
+            "onnxruntime": "pip install onnxruntime",
+        }[backend]
+        raise EngineError(f"the {backend} backend cannot be imported ({exc}); {hint}") from None
+    cls: type[Engine] = getattr(module, cls_name)
+    assert issubclass(cls, Engine)
+    return cls
+
+
+def load_engine(bundle: Bundle, backend: str, options: EngineOptions = DEFAULT_OPTIONS) -> Engine:
+    """A (not yet active) engine of ``backend`` for ``bundle``."""
+    return engine_class(backend)(bundle, options)

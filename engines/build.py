@@ -1,0 +1,179 @@
+"""Building the engines a node can run, verifying each against torch, and recording the result.
+
+    onnxruntime fp32   the bundle's model.onnx itself (a record only: it is verified like the rest)
+    onnxruntime int8   dynamic INT8 quantisation of the weights (CPU)
+    onnxruntime fp16   the graph converted to float16 (CUDA only: measured where it runs)
+    tensorrt fp16/fp32 a plan for this GPU and this TensorRT version (engines.tensorrt.build)
+
+Each build writes ``engines/<engine_id>.<ext>`` and a record with its parity (label agreement,
+largest probability difference and, where the sample has gold labels, the accuracy change).
+A build that fails its thresholds is not registered, and nothing is promoted.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import structlog
+
+from engines.base import EngineOptions
+from engines.bundle import Bundle, sha256_of
+from engines.errors import EngineError
+from engines.manifest import EngineRecord
+from engines.registry import Registry
+from engines.verify import Comparison, Thresholds, thresholds_for
+
+log = structlog.get_logger(__name__)
+
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class VerificationFailed(EngineError):
+    """An engine was built but does not match the torch reference closely enough."""
+
+    def __init__(self, engine_id: str, comparison: Comparison, thresholds: Thresholds) -> None:
+        self.comparison = comparison
+        super().__init__(
+            f"{engine_id} failed verification against {comparison.reference}: label agreement "
+            f"{comparison.label_agreement:.4f} (needs ≥ {thresholds.min_agreement}), max |Δp| "
+            f"{comparison.max_abs_diff:.4f} (needs ≤ {thresholds.max_abs_diff})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    record: EngineRecord
+    comparison: Comparison
+
+
+def cpu_target() -> str:
+    return "cpu"
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+def _engine_id(backend: str, precision: str, target: str, runtime: str) -> str:
+    return f"{backend}-{precision}-{target}-{runtime}"
+
+
+def build_onnxruntime(
+    bundle: Bundle,
+    registry: Registry,
+    precision: Precision,
+    *,
+    thresholds: Thresholds | None = None,
+    device: Literal["cpu", "cuda"] = "cpu",
+) -> BuildResult:
+    """Build (or, for fp32, just verify) an ONNX Runtime engine, then register its record."""
+    thresholds = thresholds or thresholds_for(precision)
+    runtime = _ort_version()
+    target = cpu_target() if device == "cpu" else "cuda"
+    engine_id = _engine_id("onnxruntime", precision, target, runtime)
+    texts, gold = bundle.sample()
+    with tempfile.TemporaryDirectory(prefix="parley-build-") as tmp:
+        if precision == "fp32":
+            file, rel = bundle.onnx_path, bundle.onnx_path.name
+        else:
+            file = Path(tmp) / f"{engine_id}.onnx"
+            rel = f"engines/{engine_id}.onnx"
+            if precision == "int8":
+                quantize_int8(bundle.onnx_path, file)
+            else:
+                if device != "cuda":
+                    raise EngineError(
+                        "fp16 ONNX Runtime engines are for CUDA: build them with --device cuda on a GPU node"
+                    )
+                convert_fp16(bundle.onnx_path, file)
+        options = EngineOptions(device=device, precision="fp32", engine_id=None)
+        # Run the candidate file directly: it is not registered yet.
+        comparison = _compare_file(bundle, file, options, texts, gold)
+        if not comparison.passes(thresholds):
+            raise VerificationFailed(engine_id, comparison, thresholds)
+        record = EngineRecord(
+            engine_id=engine_id,
+            backend="onnxruntime",
+            precision=precision,
+            file=rel,
+            sha256=sha256_of(file),
+            runtime_version=runtime,
+            gpu_arch=None,
+            built_at=datetime.now(UTC),
+            parity=comparison.parity(),
+        )
+        if precision == "fp32":
+            registry.add_record(bundle, record)
+        else:
+            registry.add_engine(bundle, file, record)
+    log.info(
+        "engine built",
+        engine=engine_id,
+        bundle=bundle.label,
+        agreement=comparison.label_agreement,
+        max_abs_diff=round(comparison.max_abs_diff, 5),
+        accuracy_delta=comparison.accuracy_delta,
+    )
+    return BuildResult(record, comparison)
+
+
+def _compare_file(
+    bundle: Bundle, file: Path, options: EngineOptions, texts: list[str], gold: dict[str, list[str | None]]
+) -> Comparison:
+    from engines.base import load_engine
+    from engines.onnxruntime.backend import OnnxRuntimeEngine
+    from engines.verify import compare_probabilities
+
+    with load_engine(bundle, "torch") as reference:
+        expected = reference.infer(texts)
+        ref_name = reference.name
+    with OnnxRuntimeEngine.from_file(bundle, file, options) as candidate:
+        got = candidate.infer(texts)
+    labels = {t.name: list(t.labels) for t in bundle.manifest.tasks}
+    name = f"onnxruntime-{options.device}-{file.stem}"
+    return compare_probabilities(name, ref_name, got, expected, gold, labels)
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic INT8 quantisation of MatMul/Gemm weights, one scale per output channel; activations are
+    quantised per call. Per-channel scales matter: on the DailyDialog student, per-tensor scales agreed
+    with torch on 97.3% of labels (max |Δp| 0.22), per-channel on 99.2% (0.12); see docs/engines.md."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(
+            str(prepared),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
+
+
+def convert_fp16(source: Path, target: Path) -> None:
+    """float16 weights and activations, keeping inputs and outputs in their original types."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(target))
+
+
+def build_for_this_node(bundle: Bundle, registry: Registry) -> list[BuildResult]:
+    """Every engine this node can build: TensorRT on an NVIDIA GPU with TensorRT, else ONNX Runtime on CPU."""
+    from engines.tensorrt.build import tensorrt_available
+
+    if tensorrt_available():
+        from engines.tensorrt.build import build_tensorrt
+
+        return [build_tensorrt(bundle, registry, "fp16")]
+    return [build_onnxruntime(bundle, registry, "fp32"), build_onnxruntime(bundle, registry, "int8")]

@@ -1,0 +1,1 @@
+"""ONNX Runtime: the CPU engine everywhere, and a CUDA engine where onnxruntime-gpu is installed."""

@@ -1,0 +1,103 @@
+"""Tokenisation for every backend: Hugging Face ``tokenizers`` (Rust), length bucketing, tight padding.
+
+Padding is the enemy on CPU (NOTES.md: unsorted batches of 32 run about 3x slower than length-sorted
+ones), so texts are tokenised without padding, ordered by length, cut into batches of at most
+``max_batch`` and each batch is padded only to its own longest sequence. ``restore`` puts results
+back in the caller's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Encoding
+
+from engines.errors import EngineError
+
+TOKENIZER_DIR: Final = "tokenizer"
+TOKENIZER_FILE: Final = "tokenizer.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One padded batch: ``indices`` are the positions of its rows in the caller's list."""
+
+    indices: npt.NDArray[np.int64]
+    feeds: dict[str, npt.NDArray[np.int64]]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, cols = self.feeds["input_ids"].shape
+        return int(rows), int(cols)
+
+
+class Tokenizer:
+    """A bundle's tokenizer with truncation at ``max_length`` and no padding (batches pad themselves)."""
+
+    def __init__(self, path: Path, max_length: int, input_names: Sequence[str]) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        file = path / TOKENIZER_FILE if path.is_dir() else path
+        try:
+            self._tok = HFTokenizer.from_file(str(file))
+        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+            raise EngineError(f"{file} is not a readable tokenizer: {exc}") from None
+        self._tok.no_padding()
+        self._tok.enable_truncation(max_length=max_length)
+        self.max_length = max_length
+        self.input_names = list(input_names)
+        pad = self._tok.padding or {}
+        self.pad_id = int(pad.get("pad_id", self._tok.token_to_id("[PAD]") or 0))
+
+    def lengths(self, texts: Sequence[str], pairs: Sequence[str | None] | None = None) -> list[int]:
+        return [len(e.ids) for e in self._encode(texts, pairs)]
+
+    def _encode(self, texts: Sequence[str], pairs: Sequence[str | None] | None) -> list[Encoding]:
+        if pairs is None:
+            return list(self._tok.encode_batch(list(texts)))
+        inputs = [(t, p) if p else t for t, p in zip(texts, pairs, strict=True)]
+        return list(self._tok.encode_batch(inputs))
+
+    def batches(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str | None] | None = None,
+        *,
+        max_batch: int,
+        bucket: bool = True,
+    ) -> Iterator[Batch]:
+        """Padded batches of at most ``max_batch`` rows; with ``bucket``, rows of similar length together."""
+        encodings = self._encode(texts, pairs)
+        order = (
+            np.argsort([len(e.ids) for e in encodings], kind="stable") if bucket else np.arange(len(texts))
+        )
+        for start in range(0, len(order), max_batch):
+            idx = order[start : start + max_batch].astype(np.int64)
+            chosen = [encodings[i] for i in idx]
+            width = max(len(e.ids) for e in chosen)
+            ids = np.full((len(chosen), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(chosen), width), dtype=np.int64)
+            types = np.zeros((len(chosen), width), dtype=np.int64)
+            for row, e in enumerate(chosen):
+                n = len(e.ids)
+                ids[row, :n] = e.ids
+                mask[row, :n] = 1
+                types[row, :n] = e.type_ids
+            all_feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            yield Batch(idx, {name: all_feeds[name] for name in self.input_names})
+
+
+def restore(
+    parts: Sequence[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]], n: int
+) -> npt.NDArray[np.float32]:
+    """Reassemble per-batch rows into the caller's order."""
+    width = parts[0][1].shape[1]
+    out = np.empty((n, width), dtype=np.float32)
+    for indices, values in parts:
+        out[indices] = values
+    return out

@@ -1,0 +1,80 @@
+"""The engine interface: input validation in the base, tokenisation, bucketing, life cycle."""
+
+from __future__ import annotations
+
+import pytest
+
+from engines.base import EngineInputError, EngineOptions, engine_class, load_engine
+from engines.errors import EngineError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def engine(registered):
+    _, bundle = registered
+    with load_engine(bundle, "onnxruntime", EngineOptions(max_batch=4)) as active:
+        yield active
+
+
+@pytest.mark.parametrize(
+    ("texts", "contexts", "message"),
+    [
+        pytest.param("just one string", None, "list of strings", id="bare-string"),
+        pytest.param(["ok", 3], None, r"texts\[1\] is int", id="not-a-string"),
+        pytest.param(["a", "b"], ["only one"], "2 texts", id="contexts-mismatch"),
+        pytest.param(["a"], [b"bytes"], r"contexts\[0\] is bytes", id="context-bytes"),
+    ],
+)
+def test_bad_input_is_refused_before_inference(engine, texts, contexts, message: str) -> None:
+    """Wrong types are refused by the base class with what was wrong, for every backend alike."""
+    with pytest.raises(EngineInputError, match=message):
+        engine.infer(texts, contexts)
+
+
+def test_empty_input_gives_empty_outputs(engine) -> None:
+    """No texts: one empty array per task, with the task's label count as width."""
+    out = engine.infer([])
+    assert {k: v.shape for k, v in out.items()} == {"sentiment": (0, 3), "dialogue_act": (0, 4)}
+
+
+def test_inactive_engine_refuses_to_infer(registered) -> None:
+    """An engine used outside 'with' (not activated) says so instead of crashing."""
+    _, bundle = registered
+    with pytest.raises(EngineError, match="not active"):
+        load_engine(bundle, "onnxruntime").infer(["hi"])
+
+
+def test_context_changes_the_input(engine) -> None:
+    """A previous turn given as context is fed as a second segment and changes the prediction."""
+    alone = engine.infer(["okay"])
+    with_context = engine.infer(["okay"], ["This is the third time I'm calling about the broken heater."])
+    assert abs(float(alone["sentiment"][0, 0]) - float(with_context["sentiment"][0, 0])) > 1e-6
+
+
+def test_long_text_is_truncated_to_max_length(engine) -> None:
+    """Texts longer than the manifest's max_length are truncated, not refused."""
+    assert engine.tokenizer.lengths(["word " * 500]) == [64]
+    assert engine.infer(["word " * 500])["sentiment"].shape == (1, 3)
+
+
+def test_bucketing_groups_similar_lengths_and_pads_tightly(engine) -> None:
+    """Batches are cut from length-sorted texts and each is padded only to its own longest text."""
+    texts = ["a b c d e f g h i j k l m n o p", "hi", "hello there", "yo", "x " * 30, "ok", "one two three"]
+    batches = list(engine.tokenizer.batches(texts, max_batch=3, bucket=True))
+    widths = [b.shape[1] for b in batches]
+    assert widths == sorted(widths)
+    assert sorted(i for b in batches for i in b.indices.tolist()) == list(range(len(texts)))
+    unbucketed = list(engine.tokenizer.batches(texts, max_batch=3, bucket=False))
+    assert sum(b.shape[0] * b.shape[1] for b in batches) < sum(b.shape[0] * b.shape[1] for b in unbucketed)
+
+
+def test_unknown_backend_lists_the_known_ones() -> None:
+    """Asking for a backend parley does not have names the ones it has."""
+    with pytest.raises(EngineError, match="onnxruntime"):
+        engine_class("openvino")
+
+
+def test_engine_name_says_backend_device_and_precision(engine) -> None:
+    """Outputs name what produced them: backend, device and precision."""
+    assert engine.name == "onnxruntime-cpu-fp32"
