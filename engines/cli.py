@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import click
 from pydantic import Field, TypeAdapter
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from engines.events import ModelEvent
 from engines.manifest import BundleManifest, read_manifest
@@ -175,7 +175,14 @@ def build(ctx: click.Context, model: str, version: str, backend: str, precision:
 
 
 def _print_comparisons(comparisons: list[Any]) -> None:
-    table = Table("engine", "reference", "samples", "label agreement", "max |Δp|", "accuracy Δ")
+    table = Table(
+        Column("engine", overflow="fold"),
+        Column("reference", overflow="fold"),
+        "samples",
+        "label agreement",
+        "max |Δp|",
+        "accuracy Δ",
+    )
     for c in comparisons:
         delta = ", ".join(f"{k} {v:+.3f}" for k, v in c.accuracy_delta.items()) or "-"
         table.add_row(
