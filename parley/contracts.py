@@ -38,6 +38,7 @@ class RejectCode(StrEnum):
     INVALID_VALUE = "invalid_value"
     EMPTY_TEXT = "empty_text"
     TEXT_TOO_LONG = "text_too_long"
+    INFERENCE_FAILED = "inference_failed"
 
 
 class Rejection(BaseModel):

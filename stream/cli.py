@@ -45,6 +45,24 @@ def group() -> None:
     """
 
 
+@group.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run the labelling worker: micro-batches from the utterances topic through the current engine to
+    utterance-labels (bad input to the DLQ), conversation state in Redis, hot swaps on engine_ready.
+
+    Serves PARLEY_WORKER_MODEL's engine from the Redis pointer (or PARLEY_WORKER_BUNDLE_PATH).
+    /metrics, /healthz and /readyz listen on PARLEY_WORKER_WEB_PORT. SIGTERM finishes the batch in
+    flight, commits and exits.
+    """
+    import os
+
+    from stream.app import run_worker
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run_worker(_settings(ctx))
+
+
 @group.command("settings")
 @click.pass_context
 def settings_cmd(ctx: click.Context) -> None:

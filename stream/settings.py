@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -26,6 +27,38 @@ class WorkerSettings(DeployableSettings):
     )
     max_message_bytes: int = Field(256 * 1024, ge=64, description="Largest input message, in bytes.")
     state_ttl_s: int = Field(24 * 3600, ge=1, description="Expiry of a conversation's state in Redis.")
+    state_recent: int = Field(
+        5, ge=0, description="Utterances kept per conversation for models that read context."
+    )
+    sentiment_alpha: float = Field(
+        0.3, gt=0, le=1, description="Weight of the newest utterance in rolling sentiment."
+    )
+    batch_max_size: int = Field(64, ge=1, description="Most messages per batch.")
+    batch_max_wait_ms: int = Field(50, ge=1, description="Longest wait to fill a batch before inferring.")
+    top_k: int = Field(3, ge=1, description="Labels listed per task in each output.")
+    model: str = Field("student", min_length=1, description="Model whose current engine this worker serves.")
+    target: str = Field(
+        "cpu", min_length=1, description="Node kind of the pointer to follow: cpu, gpu-sm90, ..."
+    )
+    registry_uri: str = Field("./registry", min_length=1, description="Bundle registry (path or fsspec URL).")
+    bundle_path: Path | None = Field(None, description="Serve this bundle directory and ignore the pointer.")
+    engine_threads: int | None = Field(
+        None, ge=1, description="Inference threads; the runtime decides by default."
+    )
+    engine_max_batch: int = Field(
+        32, ge=1, description="Rows per engine call (batches are length-sorted first)."
+    )
+    pointer_poll_s: float = Field(
+        10.0, gt=0, description="How often to re-read the pointer besides engine_ready."
+    )
+    session_timeout_s: float = Field(
+        15.0, ge=6, le=300, description="A worker silent this long loses its partitions to the others."
+    )
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics, /healthz and /readyz.")
+    web_host: str = Field("0.0.0.0", description="Address the web endpoints bind to.")
+    instance: str | None = Field(
+        None, description="Name of this worker in DLQ records and logs (default: host)."
+    )
 
     @property
     def text_limits(self) -> TextLimits:

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the worker (one registry per worker, exposed on /metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass
+class WorkerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events_in = Counter("parley_events_in", "Utterance messages read.", registry=r)
+        self.events_out = Counter("parley_events_out", "Labelled utterances published.", registry=r)
+        self.events_dlq = Counter(
+            "parley_events_dlq", "Messages sent to the DLQ, by reason.", ["reason"], registry=r
+        )
+        self.batch_size = Histogram(
+            "parley_batch_size", "Messages per batch.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "parley_inference_seconds", "Engine time per batch.", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.end_to_end_seconds = Histogram(
+            "parley_end_to_end_seconds",
+            "From the input's Kafka timestamp to its output's acknowledgement.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "parley_consumer_lag",
+            "Messages behind the end of each partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.state_available = Gauge(
+            "parley_state_available", "1 when Redis answered the last batch.", registry=r
+        )
+        self.engine = Info("parley_engine", "The engine serving now.", registry=r)
+        self.engine_swaps = Counter(
+            "parley_engine_swaps", "Engines put in service after start-up.", registry=r
+        )
