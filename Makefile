@@ -34,9 +34,7 @@ up: kafka-up redis-up
 down: kafka-down redis-down
 
 demo: setup up
-	$(BIN)/parley stream topics create
-	$(BIN)/parley stream roundtrip
-	@echo "Kafka and Redis are still running for you to explore (parley stream tail --topic utterances --from-beginning). 'make down' stops and wipes them."
+	@VENV=$(VENV) bash scripts/demo.sh
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -285,7 +285,13 @@ def _pretty(partition: int, offset: int, value: bytes) -> str:
         labels = ", ".join(
             f"{task}={p.get('label')} ({p.get('score', 0):.2f})" for task, p in obj["predictions"].items()
         )
-        return f"{where} [cyan]{conv}[/cyan] #{turn} {labels}"
+        state = obj.get("state") or {}
+        mood = (
+            ""
+            if not state.get("available")
+            else (f" [dim]turns={state.get('turn_count')} mood={state.get('rolling_sentiment')}[/dim]")
+        )
+        return f"{where} [cyan]{conv}[/cyan] #{turn} {labels}{mood}"
     if "reason" in obj:
         return f"{where} [red]{obj['reason']}[/red] {obj.get('errors', [{}])[0].get('message', '')}"
     return f"{where} [cyan]{conv}[/cyan] #{turn} [bold]{obj.get('speaker', '')}[/bold] {obj.get('text', '')}"

@@ -62,7 +62,7 @@ def fit_heads(
         loss = torch.stack(
             [torch.nn.functional.cross_entropy(model.heads[t](pooled), y) for t, y in targets.items()]
         ).sum()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
     return model.eval()
 

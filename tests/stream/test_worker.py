@@ -1,0 +1,264 @@
+"""The worker against the real Kafka and Redis: nothing lost, bad input to the DLQ, state, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+
+import pytest
+
+from parley.connections import KafkaSettings, TopicSettings
+from stream.contracts import DlqRecord, Utterance, UtteranceLabels
+from stream.samples import conversations_path
+from stream.send import Message, messages_for, read_utterances, send_messages
+from stream.tail import read
+
+from .conftest import WorkerProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def conversations(n_conversations: int, turns: int) -> list[Utterance]:
+    """Synthetic conversations reusing the sample texts, interleaved as live traffic would be."""
+    texts = [u.text for u in read_utterances(conversations_path())]
+    run = uuid.uuid4().hex[:6]
+    out = []
+    for turn in range(turns):
+        for c in range(n_conversations):
+            cid = f"conv-{run}-{c}"
+            out.append(
+                Utterance(
+                    conversation_id=cid,
+                    utterance_id=f"{cid}-{turn}",
+                    turn=turn,
+                    text=texts[(c * 7 + turn) % len(texts)],
+                    speaker="customer" if turn % 2 else "agent",
+                )
+            )
+    return out
+
+
+async def collect(
+    kafka: KafkaSettings, topic: str, n: int, idle_s: float = 60.0
+) -> list[tuple[int, bytes | None, bytes]]:
+    return [
+        (r.partition, r.key, r.value)
+        async for r in read(kafka, topic, start="beginning", max_messages=n, idle_timeout_s=idle_s)
+    ]
+
+
+async def test_every_utterance_gets_exactly_one_output_in_conversation_order(
+    kafka_settings: KafkaSettings, worker_topics: TopicSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """N utterances in → N outputs keyed by conversation, with the input's ids, ordered per conversation,
+    each naming the model version, with the turn count kept in Redis."""
+    worker = worker_factory()
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+    utterances = conversations(12, 15)
+    await send_messages(kafka_settings, worker_topics.utterances, messages_for(utterances))
+    records = await collect(kafka_settings, worker_topics.utterance_labels, len(utterances))
+    outputs = [(p, k, UtteranceLabels.model_validate_json(v)) for p, k, v in records]
+    assert sorted(o.utterance_id for _, _, o in outputs) == sorted(u.utterance_id for u in utterances)
+    by_conversation: dict[str, list[UtteranceLabels]] = defaultdict(list)
+    for _, key, o in outputs:
+        assert key == o.conversation_id.encode()
+        by_conversation[o.conversation_id].append(o)
+    for cid, outs in by_conversation.items():
+        assert [o.turn for o in outs] == list(range(15)), cid
+        assert [o.state.turn_count for o in outs] == list(range(1, 16)), cid
+        assert all(o.state.available and o.model.version == "demo-1" for o in outs)
+        assert set(outs[0].predictions) == {"sentiment", "dialogue_act"}
+    assert worker.stop() == 0  # SIGTERM: a clean stop
+
+
+async def test_bad_input_goes_to_the_dlq_with_its_reason_and_the_worker_lives_on(
+    kafka_settings: KafkaSettings, worker_topics: TopicSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """A mix of valid and malformed messages: each bad one is one DLQ record with its original bytes,
+    its reason and its source; every good one is labelled; the worker stays ready."""
+    worker = worker_factory(PARLEY_WORKER_MAX_TEXT_CHARS="200")
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+    good = conversations(3, 4)
+    bad = {
+        "not_json": b"this is not json",
+        "not_utf8": b'{"conversation_id": "c", "utterance_id": "u", "text": "\xff\xfe"}',
+        "empty_text": json.dumps({"conversation_id": "c", "utterance_id": "u1", "text": "  "}).encode(),
+        "text_too_long": json.dumps(
+            {"conversation_id": "c", "utterance_id": "u2", "text": "x" * 201}
+        ).encode(),
+        "wrong_type": json.dumps(
+            {"conversation_id": "c", "utterance_id": "u3", "text": "hi", "turn": "3"}
+        ).encode(),
+        "unknown_schema_version": json.dumps({"schema_version": 9, "conversation_id": "c"}).encode(),
+        "missing_field": json.dumps({"conversation_id": "c", "text": "no id"}).encode(),
+        "not_object": b"[1, 2, 3]",
+    }
+    mixed = messages_for(good)
+    for i, value in enumerate(bad.values()):
+        mixed.insert(i * 2, Message(b"c", value))
+    await send_messages(kafka_settings, worker_topics.utterances, mixed)
+    dead = [
+        DlqRecord.model_validate_json(v)
+        for _, _, v in await collect(kafka_settings, worker_topics.utterances_dlq, len(bad))
+    ]
+    assert Counter(d.reason.value for d in dead) == Counter(bad.keys())
+    for record in dead:
+        assert record.original_value == bad[record.reason.value]
+        assert record.source.topic == worker_topics.utterances
+        assert record.errors[0].message
+    labelled = await collect(kafka_settings, worker_topics.utterance_labels, len(good))
+    assert len(labelled) == len(good)
+    assert worker.readyz() == {"ready": True, "engine": True, "kafka": True}
+
+
+async def test_a_replayed_utterance_is_labelled_again_but_not_counted_twice(
+    kafka_settings: KafkaSettings, worker_topics: TopicSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """Sending the same utterances twice gives two outputs each; the turn count never goes past the
+    number of distinct utterances (a replay reports the conversation's state, it does not add a turn)."""
+    worker = worker_factory()
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+    utterances = conversations(2, 3)
+    await send_messages(kafka_settings, worker_topics.utterances, messages_for(utterances))
+    await send_messages(kafka_settings, worker_topics.utterances, messages_for(utterances))
+    outputs = [
+        UtteranceLabels.model_validate_json(v)
+        for _, _, v in await collect(kafka_settings, worker_topics.utterance_labels, 2 * len(utterances))
+    ]
+    assert Counter(o.utterance_id for o in outputs) == Counter({u.utterance_id: 2 for u in utterances})
+    highest: dict[str, int] = defaultdict(int)
+    for o in outputs:
+        highest[o.conversation_id] = max(highest[o.conversation_id], o.state.turn_count or 0)
+    assert set(highest.values()) == {3}
+
+
+async def test_kill_9_mid_stream_loses_nothing(
+    kafka_settings: KafkaSettings, worker_topics: TopicSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """SIGKILL while the worker is busy, then a restart: every input gets an output; duplicates are
+    bounded by what was in flight (uncommitted) at the kill."""
+    worker = worker_factory(PARLEY_WORKER_BATCH_MAX_SIZE="16")
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+    utterances = conversations(20, 30)  # 600 utterances
+    sender = asyncio.create_task(
+        send_messages(kafka_settings, worker_topics.utterances, messages_for(utterances), rate=200)
+    )
+    await asyncio.sleep(1.5)
+    assert worker.stop(signal.SIGKILL) == -signal.SIGKILL
+    await sender
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+    seen: Counter[str] = Counter()
+    async for r in read(kafka_settings, worker_topics.utterance_labels, start="beginning", idle_timeout_s=20):
+        seen[UtteranceLabels.model_validate_json(r.value).utterance_id] += 1
+        if set(seen) >= {u.utterance_id for u in utterances}:
+            break
+    assert set(seen) == {u.utterance_id for u in utterances}
+    duplicates = sum(n - 1 for n in seen.values())
+    # At most what was read but not committed: faust commits acknowledged batches every few seconds.
+    assert duplicates <= 600 - 1
+
+
+async def test_labelling_goes_on_without_redis(
+    kafka_settings: KafkaSettings,
+    worker_topics: TopicSettings,
+    worker_factory: Callable[..., WorkerProcess],
+    demo_registry,
+    tmp_path,
+) -> None:
+    """With Redis unreachable, every utterance is still labelled and says state is unavailable."""
+    registry, _ = demo_registry
+    bundle = f"{registry}/demo-student/demo-1"
+    worker = worker_factory(
+        PARLEY_REDIS_PORT="1", PARLEY_REDIS_SOCKET_TIMEOUT_S="0.5", PARLEY_WORKER_BUNDLE_PATH=bundle
+    )
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+    utterances = conversations(4, 5)
+    await send_messages(kafka_settings, worker_topics.utterances, messages_for(utterances))
+    outputs = [
+        UtteranceLabels.model_validate_json(v)
+        for _, _, v in await collect(kafka_settings, worker_topics.utterance_labels, len(utterances))
+    ]
+    assert len(outputs) == len(utterances)
+    assert all(not o.state.available for o in outputs)
+
+
+async def test_engine_swap_under_load_switches_version_once_and_loses_nothing(
+    kafka_settings: KafkaSettings,
+    worker_topics: TopicSettings,
+    worker_factory: Callable[..., WorkerProcess],
+    demo_registry,
+    tmp_path,
+) -> None:
+    """A new version promoted and announced while traffic flows: every input is labelled once, and in
+    each partition's output order the version changes once, from the old to the new."""
+    from engines.build import build_onnxruntime
+    from engines.events import EngineReady
+    from engines.export import build_bundle
+    from engines.pointer import PointerStore
+    from engines.publish import publish
+    from engines.registry import Registry
+    from parley.clients import redis_client
+    from train.demo import labelled_samples, write_demo_checkpoint
+
+    registry_uri, redis = demo_registry
+    worker = worker_factory()
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+    registry = Registry(registry_uri)
+    if not registry.has("demo-student", "demo-2"):
+        ckpt = await asyncio.to_thread(write_demo_checkpoint, tmp_path / "ckpt2", "demo-2", 1)
+        rows = [{"text": t, "gold": g} for t, g in labelled_samples()]
+        registry.put(await asyncio.to_thread(build_bundle, ckpt, registry.staging_dir(), rows))
+    bundle = registry.open("demo-student", "demo-2")
+    built = await asyncio.to_thread(build_onnxruntime, bundle, registry, "int8")
+
+    utterances = conversations(10, 40)  # 400 utterances at 100/s: four seconds of traffic
+    sender = asyncio.create_task(
+        send_messages(kafka_settings, worker_topics.utterances, messages_for(utterances), rate=100)
+    )
+    await asyncio.sleep(1.5)
+    client = redis_client(redis)
+    try:
+        store = PointerStore(client, redis.key_prefix)
+        before = await store.get("demo-student", "cpu")
+        await store.promote("demo-student", "demo-2", built.record.engine_id, "onnxruntime", "cpu")
+        await publish(
+            kafka_settings,
+            worker_topics.model_events,
+            EngineReady(
+                model="demo-student",
+                version="demo-2",
+                backend="onnxruntime",
+                precision="int8",
+                runtime_version=built.record.runtime_version,
+                engine_uri=str(bundle.path / built.record.file),
+            ),
+        )
+        await sender
+        records = await collect(kafka_settings, worker_topics.utterance_labels, len(utterances))
+    finally:
+        if before is not None:  # leave demo-1 serving for the other tests
+            await PointerStore(client, redis.key_prefix).promote(
+                "demo-student", before.version, before.engine_id, before.backend, "cpu"
+            )
+        await client.aclose()
+    outputs = [(p, UtteranceLabels.model_validate_json(v)) for p, _, v in records]
+    assert sorted(o.utterance_id for _, o in outputs) == sorted(u.utterance_id for u in utterances)
+    per_partition: dict[int, list[str]] = defaultdict(list)
+    for partition, o in outputs:
+        per_partition[partition].append(o.model.version)
+    for versions in per_partition.values():
+        switches = sum(1 for a, b in zip(versions, versions[1:]) if a != b)
+        assert switches <= 1
+        assert versions == sorted(versions)  # demo-1 … then demo-2, never back
+    assert {v for vs in per_partition.values() for v in vs} == {"demo-1", "demo-2"}
