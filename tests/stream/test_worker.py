@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import uuid
@@ -258,7 +259,7 @@ async def test_engine_swap_under_load_switches_version_once_and_loses_nothing(
     for partition, o in outputs:
         per_partition[partition].append(o.model.version)
     for versions in per_partition.values():
-        switches = sum(1 for a, b in zip(versions, versions[1:]) if a != b)
+        switches = sum(1 for a, b in itertools.pairwise(versions) if a != b)
         assert switches <= 1
         assert versions == sorted(versions)  # demo-1 … then demo-2, never back
     assert {v for vs in per_partition.values() for v in vs} == {"demo-1", "demo-2"}
