@@ -34,8 +34,10 @@ def port_free(host: str, port: int) -> bool:
             return False
     except OSError:
         pass
-    # Nothing answers, but a socket in TIME_WAIT or a listener on 0.0.0.0 can still block bind().
+    # Nothing answers, but a listener on 0.0.0.0 can still block bind(). SO_REUSEADDR, as servers
+    # (the JVM, Redis) set it, so that connections of a just-stopped server in TIME_WAIT do not count.
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         probe.bind((host, port))
         return True

@@ -33,7 +33,9 @@ class WorkerSettings(DeployableSettings):
     sentiment_alpha: float = Field(
         0.3, gt=0, le=1, description="Weight of the newest utterance in rolling sentiment."
     )
-    batch_max_size: int = Field(64, ge=1, description="Most messages per batch.")
+    batch_max_size: int = Field(
+        128, ge=1, description="Most messages per batch (larger: better length bucketing, less overhead)."
+    )
     batch_max_wait_ms: int = Field(50, ge=1, description="Longest wait to fill a batch before inferring.")
     top_k: int = Field(3, ge=1, description="Labels listed per task in each output.")
     model: str = Field("student", min_length=1, description="Model whose current engine this worker serves.")

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest.importorskip("torch", reason="the engine tests need the train extra (torch, transformers)")
 
-from train.demo import labelled_samples, write_demo_checkpoint  # noqa: E402
+from train.demo import labelled_samples, write_demo_checkpoint
 
 
 def sample_texts() -> list[str]:

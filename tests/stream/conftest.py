@@ -42,6 +42,19 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory, redis_settings_base:
     return str(registry), redis
 
 
+def free_port_pair() -> int:
+    """A port p with p and p+1 free on 127.0.0.1 (a spare broker and its controller)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free pair of ports")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,6 +9,7 @@ import signal
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from stream.samples import conversations_path
 from stream.send import Message, messages_for, read_utterances, send_messages
 from stream.tail import read
 
-from .conftest import WorkerProcess
+from .conftest import WorkerProcess, free_port_pair
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -263,3 +264,68 @@ async def test_engine_swap_under_load_switches_version_once_and_loses_nothing(
         assert switches <= 1
         assert versions == sorted(versions)  # demo-1 … then demo-2, never back
     assert {v for vs in per_partition.values() for v in vs} == {"demo-1", "demo-2"}
+
+
+async def test_broker_stopped_and_restarted_mid_stream_loses_nothing(
+    demo_registry,
+    worker_factory: Callable[..., WorkerProcess],
+    tmp_path,
+    unique_name: Callable[[str], str],
+) -> None:
+    """A second broker (spare ports) is stopped while the worker labels and started again on the same
+    data: every utterance sent before and after gets its output."""
+    import os
+    import subprocess
+
+    from stream.topics import ensure_topics, parley_topics
+
+    port = free_port_pair()
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(port),
+        "PARLEY_RUN_DIR": str(tmp_path / "run"),
+        "KAFKA_HEAP": "384M",
+    }
+    script = ["bash", str(Path(__file__).resolve().parents[2] / "scripts" / "kafka.sh")]
+
+    def broker(action: str) -> None:
+        result = subprocess.run([*script, action], env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr
+
+    await asyncio.to_thread(broker, "up")
+    try:
+        kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}")
+        topics = TopicSettings(
+            utterances=unique_name("in"),
+            utterance_labels=unique_name("out"),
+            utterances_dlq=unique_name("dlq"),
+            model_events=unique_name("ev"),
+            partitions=3,
+        )
+        await ensure_topics(kafka, parley_topics(topics))
+        worker = worker_factory(
+            PARLEY_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+            PARLEY_TOPIC_UTTERANCES=topics.utterances,
+            PARLEY_TOPIC_UTTERANCE_LABELS=topics.utterance_labels,
+            PARLEY_TOPIC_UTTERANCES_DLQ=topics.utterances_dlq,
+            PARLEY_TOPIC_MODEL_EVENTS=topics.model_events,
+        )
+        worker.start()
+        await asyncio.to_thread(worker.wait_ready)
+        before, after = conversations(10, 20), conversations(10, 20)
+        await send_messages(kafka, topics.utterances, messages_for(before))
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(broker, "stop")
+        await asyncio.sleep(5)
+        await asyncio.to_thread(broker, "up")
+        await send_messages(kafka, topics.utterances, messages_for(after))
+        seen: set[str] = set()
+        wanted = {u.utterance_id for u in before + after}
+        async for r in read(kafka, topics.utterance_labels, start="beginning", idle_timeout_s=90):
+            seen.add(UtteranceLabels.model_validate_json(r.value).utterance_id)
+            if seen >= wanted:
+                break
+        assert seen == wanted, worker.tail()
+        assert worker.proc is not None and worker.proc.poll() is None  # the worker rode it out
+    finally:
+        await asyncio.to_thread(broker, "down")
