@@ -23,6 +23,8 @@ from .conftest import WorkerProcess, free_port_pair
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
 
 def conversations(n_conversations: int, turns: int) -> list[Utterance]:
     """Synthetic conversations reusing the sample texts, interleaved as live traffic would be."""
@@ -286,7 +288,7 @@ async def test_broker_stopped_and_restarted_mid_stream_loses_nothing(
         "PARLEY_RUN_DIR": str(tmp_path / "run"),
         "KAFKA_HEAP": "384M",
     }
-    script = ["bash", str(Path(__file__).resolve().parents[2] / "scripts" / "kafka.sh")]
+    script = ["bash", str(SCRIPTS / "kafka.sh")]
 
     def broker(action: str) -> None:
         result = subprocess.run([*script, action], env=env, capture_output=True, text=True, timeout=180)
@@ -326,6 +328,7 @@ async def test_broker_stopped_and_restarted_mid_stream_loses_nothing(
             if seen >= wanted:
                 break
         assert seen == wanted, worker.tail()
-        assert worker.proc is not None and worker.proc.poll() is None  # the worker rode it out
+        assert worker.proc is not None
+        assert worker.proc.poll() is None  # the worker rode it out
     finally:
         await asyncio.to_thread(broker, "down")
