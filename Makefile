@@ -2,6 +2,7 @@
 #   make demo     set up, bring Kafka and Redis up, run the main job on local defaults
 #   make test     set up, run the test suite (it starts Kafka and Redis itself when they are down)
 #   make lint     ruff and mypy
+#   make helm     helm lint, helm template of every scenario, helm-unittest (builds Helm with Go)
 #   make up/down  start / stop (and wipe) the local Kafka and Redis
 
 SHELL := bash
@@ -9,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint format up down kafka-up kafka-down redis-up redis-down clean help
+.PHONY: setup demo test lint helm format up down kafka-up kafka-down redis-up redis-down clean help
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -43,6 +44,9 @@ lint: setup
 	$(BIN)/ruff check parley stream train engines tests scripts benchmarks
 	$(BIN)/ruff format --check parley stream train engines tests scripts benchmarks
 	$(BIN)/mypy
+
+helm:
+	@bash scripts/helm-check.sh
 
 format: setup
 	$(BIN)/ruff check --fix parley stream train engines tests scripts benchmarks
