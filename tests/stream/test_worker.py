@@ -332,3 +332,124 @@ async def test_broker_stopped_and_restarted_mid_stream_loses_nothing(
         assert worker.proc.poll() is None  # the worker rode it out
     finally:
         await asyncio.to_thread(broker, "down")
+
+
+async def test_redis_stopped_mid_stream_loses_nothing_and_state_comes_back(
+    kafka_settings: KafkaSettings,
+    worker_topics: TopicSettings,
+    worker_factory: Callable[..., WorkerProcess],
+    demo_registry,
+    tmp_path,
+) -> None:
+    """A Redis of its own is stopped while the worker labels, then started again: every utterance is
+    labelled throughout, outputs say when state was unavailable, and state returns with Redis."""
+    import os
+    import subprocess
+
+    from .conftest import free_port
+
+    registry, _ = demo_registry
+    port = free_port()
+    env = {**os.environ, "REDIS_PORT": str(port), "PARLEY_RUN_DIR": str(tmp_path / "run")}
+
+    def redis(action: str) -> None:
+        result = subprocess.run(
+            ["bash", str(SCRIPTS / "redis.sh"), action], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+
+    await asyncio.to_thread(redis, "up")
+    try:
+        worker = worker_factory(
+            PARLEY_REDIS_PORT=str(port),
+            PARLEY_REDIS_SOCKET_TIMEOUT_S="1",
+            PARLEY_WORKER_BUNDLE_PATH=f"{registry}/demo-student/demo-1",
+        )
+        worker.start()
+        await asyncio.to_thread(worker.wait_ready)
+        phases = [conversations(3, 4) for _ in range(3)]
+        got: list[UtteranceLabels] = []
+        for i, batch in enumerate(phases):
+            if i == 1:
+                await asyncio.to_thread(redis, "stop")
+            if i == 2:
+                await asyncio.to_thread(redis, "up")
+                await asyncio.sleep(
+                    5
+                )  # past the back-off (a few failed batches: seconds), so Redis is tried again
+            await send_messages(kafka_settings, worker_topics.utterances, messages_for(batch))
+            got += [
+                UtteranceLabels.model_validate_json(v)
+                for _, _, v in await collect(
+                    kafka_settings, worker_topics.utterance_labels, sum(map(len, phases[: i + 1]))
+                )
+            ][len(got) :]
+        by_phase = [
+            {o.state.available for o in got if o.utterance_id in {u.utterance_id for u in batch}}
+            for batch in phases
+        ]
+        assert sorted(o.utterance_id for o in got) == sorted(u.utterance_id for b in phases for u in b)
+        assert by_phase == [{True}, {False}, {True}]
+    finally:
+        await asyncio.to_thread(redis, "down")
+
+
+async def test_a_new_engine_that_fails_to_load_leaves_the_old_one_serving(
+    kafka_settings: KafkaSettings,
+    worker_topics: TopicSettings,
+    worker_factory: Callable[..., WorkerProcess],
+    demo_registry,
+    tmp_path,
+) -> None:
+    """The pointer moved to a version whose engine is corrupt: the worker logs it and keeps serving
+    the old version; nothing is lost."""
+    import json as _json
+    import shutil
+
+    from engines.events import EngineReady
+    from engines.pointer import PointerStore
+    from engines.publish import publish
+    from parley.clients import redis_client
+
+    registry, redis = demo_registry
+    broken = Path(registry) / "demo-student" / "demo-broken"
+    if not broken.exists():
+        shutil.copytree(Path(registry) / "demo-student" / "demo-1", broken)
+        manifest = _json.loads((broken / "manifest.json").read_text())
+        manifest["version"] = "demo-broken"
+        (broken / "manifest.json").write_text(_json.dumps(manifest))
+        (broken / "model.onnx").write_bytes(b"corrupted after registration")
+    worker = worker_factory()
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+    client = redis_client(redis)
+    store = PointerStore(client, redis.key_prefix)
+    before = await store.get("demo-student", "cpu")
+    assert before is not None
+    try:
+        await store.promote("demo-student", "demo-broken", before.engine_id, "onnxruntime", "cpu")
+        await publish(
+            kafka_settings,
+            worker_topics.model_events,
+            EngineReady(
+                model="demo-student",
+                version="demo-broken",
+                backend="onnxruntime",
+                runtime_version="x",
+                engine_uri=str(broken),
+            ),
+        )
+        await asyncio.sleep(5)
+        utterances = conversations(3, 5)
+        await send_messages(kafka_settings, worker_topics.utterances, messages_for(utterances))
+        outputs = [
+            UtteranceLabels.model_validate_json(v)
+            for _, _, v in await collect(kafka_settings, worker_topics.utterance_labels, len(utterances))
+        ]
+    finally:
+        await store.promote("demo-student", before.version, before.engine_id, before.backend, "cpu")
+        await client.aclose()
+    assert len(outputs) == len(utterances)
+    assert {o.model.version for o in outputs} == {"demo-1"}
+    assert "new engine failed to load" in worker.tail(200)
+    assert worker.readyz() == {"ready": True, "engine": True, "kafka": True}
