@@ -283,7 +283,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--naive-n", type=int, default=300)
     parser.add_argument("--rate-seconds", type=float, default=15)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--engine-batch", type=int, default=32)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
