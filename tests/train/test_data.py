@@ -1,0 +1,160 @@
+"""Training data: the shared layout read from JSONL, CSV and Parquet; ensembles; splits; clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from train.data import (
+    PSEUDO_DIALOGUE_SIZE,
+    DataError,
+    human_budget,
+    load_dataset,
+    load_utterances,
+    split_by_dialogue,
+)
+
+LABELS = {"sentiment": ["negative", "neutral", "positive"]}
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    utterances = [
+        {
+            "id": f"d{d}-{t}",
+            "dialogue_id": f"d{d}",
+            "turn": t,
+            "speaker": "A",
+            "text": f"text {d} {t}",
+            "split": "test" if d >= 8 else "train",
+        }
+        for d in range(10)
+        for t in range(3)
+    ]
+    gold = [{"id": u["id"], "task": "sentiment", "label": "neutral"} for u in utterances]
+    llm = [
+        {
+            "id": "d0-0",
+            "task": "sentiment",
+            "prompt_id": "p1",
+            "label": "positive",
+            "scores": {"positive": 0.8, "neutral": 0.2},
+        },
+        {
+            "id": "d0-0",
+            "task": "sentiment",
+            "prompt_id": "p2",
+            "label": "neutral",
+            "scores": {"neutral": 0.6, "negative": 0.4},
+        },
+    ]
+    return {
+        "utterances": _jsonl(tmp_path / "utterances.jsonl", utterances),
+        "gold": _jsonl(tmp_path / "gold.jsonl", gold),
+        "llm": _jsonl(tmp_path / "llm.jsonl", llm),
+    }
+
+
+def test_ensemble_averages_prompts_over_the_task_labels(files: dict[str, Path]) -> None:
+    """Two prompts' scores average into one distribution in the task's label order."""
+    data = load_dataset(files["utterances"], LABELS, files["gold"], files["llm"])
+    assert data.ensemble["sentiment"]["d0-0"] == pytest.approx([0.2, 0.4, 0.4])
+    assert data.gold["sentiment"]["d3-1"] == "neutral"
+
+
+def test_csv_and_parquet_read_like_jsonl(files: dict[str, Path], tmp_path: Path) -> None:
+    """The same utterances from CSV and from Parquet give the same dataset."""
+    rows = [json.loads(line) for line in files["utterances"].read_text().splitlines()]
+    with (tmp_path / "u.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    expected = load_utterances(files["utterances"])
+    assert load_utterances(tmp_path / "u.csv") == expected
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "u.parquet")
+    assert load_utterances(tmp_path / "u.parquet") == expected
+
+
+def test_splits_are_by_dialogue_and_seeded(files: dict[str, Path]) -> None:
+    """Train, dev and test hold whole dialogues, never the same one twice; the seed fixes dev."""
+    data = load_dataset(files["utterances"], LABELS)
+    split = split_by_dialogue(data, dev_fraction=0.25, seed=1)
+    assert set(split.train).isdisjoint(split.dev)
+    assert split.test == ["d8", "d9"]
+    assert len(split.dev) == 2
+    assert split_by_dialogue(data, dev_fraction=0.25, seed=1) == split
+
+
+def test_human_budget_is_a_seeded_fraction_of_dialogues() -> None:
+    """5% of 100 dialogues is 5 of them, the same 5 for the same seed, different for another."""
+    dialogues = [f"d{i}" for i in range(100)]
+    chosen = human_budget(dialogues, 0.05, seed=3)
+    assert len(chosen) == 5
+    assert human_budget(dialogues, 0.05, seed=3) == chosen
+    assert human_budget(dialogues, 0.05, seed=4) != chosen
+    with pytest.raises(DataError, match="fraction"):
+        human_budget(dialogues, 1.5)
+
+
+def test_utterances_without_dialogues_form_pseudo_dialogues(tmp_path: Path) -> None:
+    """Single sentences are grouped in file order into pseudo-dialogues of a fixed size."""
+    path = _jsonl(tmp_path / "u.jsonl", [{"id": f"s{i}", "text": f"sentence {i}"} for i in range(40)])
+    utterances = load_utterances(path)
+    dialogues = {u.dialogue_id for u in utterances.values()}
+    assert len(dialogues) == 3  # 16 + 16 + 8
+    assert utterances[f"s{PSEUDO_DIALOGUE_SIZE}"].turn == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "row", "message"),
+    [
+        pytest.param(
+            "gold", {"id": "d0-0", "task": "sentiment", "label": "ecstatic"}, "not one of", id="bad-label"
+        ),
+        pytest.param(
+            "gold",
+            {"id": "nope", "task": "sentiment", "label": "neutral"},
+            "unknown utterance",
+            id="unknown-id",
+        ),
+        pytest.param(
+            "gold", {"id": "d0-0", "task": "intent", "label": "x"}, "unknown task", id="unknown-task"
+        ),
+        pytest.param(
+            "llm",
+            {"id": "d0-0", "task": "sentiment", "prompt_id": "p", "label": "neutral", "scores": {"joy": 1.0}},
+            "outside task",
+            id="score-label",
+        ),
+    ],
+)
+def test_bad_records_name_file_line_and_value(
+    files: dict[str, Path], kind: str, row: dict, message: str
+) -> None:
+    """Labels outside the task, records for unknown utterances and unknown tasks are refused clearly."""
+    path = _jsonl(files[kind].with_suffix(".bad.jsonl"), [row])
+    args = {"gold": path} if kind == "gold" else {"llm": path}
+    with pytest.raises(DataError, match=rf"{path.name}, line 1: .*{message}"):
+        load_dataset(files["utterances"], LABELS, **args)
+
+
+def test_empty_or_tiny_splits_are_refused(tmp_path: Path) -> None:
+    """A train split with a single dialogue cannot give a dev split: refused with the count."""
+    path = _jsonl(
+        tmp_path / "u.jsonl", [{"id": "a", "dialogue_id": "d", "turn": 0, "text": "hi", "split": "train"}]
+    )
+    with pytest.raises(DataError, match="1 dialogue"):
+        split_by_dialogue(load_dataset(path, LABELS))
+    with pytest.raises(DataError, match="no utterances"):
+        load_utterances(_jsonl(tmp_path / "empty.jsonl", []))

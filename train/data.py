@@ -1,0 +1,213 @@
+"""Training data: utterances, human (gold) labels and LLM label records, in the layout of ../shared/data.
+
+    utterances.jsonl   {id, dialogue_id, turn, speaker, text, split}
+    gold.jsonl         {id, task, label}
+    llm_labels.jsonl   {id, task, prompt_id, label, scores: {label: probability}}
+
+Each may also be CSV or Parquet with the same columns (``scores`` as a JSON string in CSV). The LLM
+records of one (utterance, task) are averaged over prompts into the *ensemble score* s_c(u), a
+distribution over the task's labels (labels a prompt did not score count as 0; rows are renormalised).
+
+Splits are by dialogue, never by utterance. Utterances without a dialogue (single-sentence corpora)
+are grouped into *pseudo-dialogues* of ``PSEUDO_DIALOGUE_SIZE`` consecutive utterances in file order,
+so the pairwise loss still has partners; the rule is deliberately simple (file order, no content), so
+that pairs compare unrelated utterances, which is what a dialogue-free corpus can offer.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from train.errors import TrainError
+
+PSEUDO_DIALOGUE_SIZE: Final = 16
+
+
+class DataError(TrainError, ValueError):
+    """Training data that cannot be used: the message names the file, the line and the value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    id: str
+    dialogue_id: str
+    turn: int
+    text: str
+    split: str
+    speaker: str | None = None
+
+
+@dataclass
+class Dataset:
+    utterances: dict[str, Utterance]
+    labels: dict[str, list[str]]
+    gold: dict[str, dict[str, str]] = field(default_factory=dict)
+    """task → {utterance id → label}"""
+    ensemble: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """task → {utterance id → probabilities in the order of labels[task]}"""
+
+    def dialogues(self, split: str | None = None) -> dict[str, list[Utterance]]:
+        by_dialogue: dict[str, list[Utterance]] = defaultdict(list)
+        for u in self.utterances.values():
+            if split is None or u.split == split:
+                by_dialogue[u.dialogue_id].append(u)
+        return {d: sorted(us, key=lambda u: u.turn) for d, us in by_dialogue.items()}
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line or row number, record) from a JSONL, CSV or Parquet file."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+                    if not isinstance(row, dict):
+                        raise DataError(f"{path}, line {number}: expected an object")
+                    yield number, row
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as f:
+            for number, row in enumerate(csv.DictReader(f), start=2):
+                if isinstance(row.get("scores"), str) and row["scores"]:
+                    row["scores"] = json.loads(row["scores"])
+                yield number, dict(row)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield number, row
+    else:
+        raise DataError(f"{path}: unknown format {suffix!r}; use .jsonl, .csv or .parquet")
+
+
+def _need(path: Path, number: int, row: dict[str, Any], key: str) -> Any:
+    if row.get(key) in (None, ""):
+        raise DataError(f"{path}, line {number}: missing {key!r}")
+    return row[key]
+
+
+def load_utterances(path: Path) -> dict[str, Utterance]:
+    utterances: dict[str, Utterance] = {}
+    pseudo_index = 0
+    for number, row in read_rows(path):
+        uid = str(_need(path, number, row, "id"))
+        if uid in utterances:
+            raise DataError(f"{path}, line {number}: utterance id {uid!r} appears twice")
+        dialogue = row.get("dialogue_id")
+        turn = row.get("turn")
+        if dialogue in (None, ""):
+            dialogue, turn = (
+                f"pseudo-{pseudo_index // PSEUDO_DIALOGUE_SIZE:06d}",
+                pseudo_index % PSEUDO_DIALOGUE_SIZE,
+            )
+            pseudo_index += 1
+        utterances[uid] = Utterance(
+            uid,
+            str(dialogue),
+            int(turn or 0),
+            str(_need(path, number, row, "text")),
+            str(row.get("split") or "train"),
+            row.get("speaker"),
+        )
+    if not utterances:
+        raise DataError(f"{path} holds no utterances")
+    return utterances
+
+
+def load_dataset(
+    utterances: Path, labels: dict[str, list[str]], gold: Path | None = None, llm: Path | None = None
+) -> Dataset:
+    """Read and check everything: unknown utterances and labels outside a task's set are errors."""
+    data = Dataset(load_utterances(utterances), labels)
+    if gold is not None:
+        for number, row in read_rows(gold):
+            task, uid, label = _task_row(gold, number, row, data)
+            data.gold.setdefault(task, {})[uid] = label
+    if llm is not None:
+        sums: dict[str, dict[str, list[float]]] = defaultdict(dict)
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for number, row in read_rows(llm):
+            task, uid, _ = _task_row(llm, number, row, data)
+            scores = row.get("scores") or {row["label"]: 1.0}
+            unknown = set(scores) - set(labels[task])
+            if unknown:
+                raise DataError(
+                    f"{llm}, line {number}: scores for labels outside task {task!r}: {sorted(unknown)}"
+                )
+            acc = sums[task].setdefault(uid, [0.0] * len(labels[task]))
+            for i, name in enumerate(labels[task]):
+                acc[i] += float(scores.get(name, 0.0))
+            counts[(task, uid)] += 1
+        for task, by_id in sums.items():
+            data.ensemble[task] = {}
+            for uid, acc in by_id.items():
+                mean = [v / counts[(task, uid)] for v in acc]
+                total = sum(mean) or 1.0
+                data.ensemble[task][uid] = [v / total for v in mean]
+    return data
+
+
+def _task_row(path: Path, number: int, row: dict[str, Any], data: Dataset) -> tuple[str, str, str]:
+    task = str(_need(path, number, row, "task"))
+    if task not in data.labels:
+        raise DataError(f"{path}, line {number}: unknown task {task!r}; the tasks are {sorted(data.labels)}")
+    uid = str(_need(path, number, row, "id"))
+    if uid not in data.utterances:
+        raise DataError(f"{path}, line {number}: record for unknown utterance {uid!r}")
+    label = str(row.get("label") or "")
+    if label and label not in data.labels[task]:
+        raise DataError(
+            f"{path}, line {number}: label {label!r} is not one of task {task!r}'s labels {data.labels[task]}"
+        )
+    return task, uid, label
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    train: list[str]
+    dev: list[str]
+    test: list[str]
+    """Dialogue ids of each part."""
+
+
+def split_by_dialogue(data: Dataset, dev_fraction: float = 0.1, seed: int = 13) -> Split:
+    """The data's own train/test split; dev is carved from train dialogues. Dialogues never straddle."""
+    if not 0 < dev_fraction < 1:
+        raise DataError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
+    parts: dict[str, set[str]] = defaultdict(set)
+    for u in data.utterances.values():
+        parts[u.split].add(u.dialogue_id)
+    straddling = parts["train"] & parts["test"]
+    if straddling:
+        raise DataError(f"dialogues in both train and test: {sorted(straddling)[:5]}")
+    train = sorted(parts["train"])
+    if len(train) < 2:
+        raise DataError(
+            f"the train split has {len(train)} dialogue(s); at least 2 are needed (train and dev)"
+        )
+    random.Random(seed).shuffle(train)
+    n_dev = max(1, round(len(train) * dev_fraction))
+    return Split(train=sorted(train[n_dev:]), dev=sorted(train[:n_dev]), test=sorted(parts["test"]))
+
+
+def human_budget(dialogues: Sequence[str], fraction: float, seed: int = 13) -> list[str]:
+    """The training dialogues whose human labels may be used: a seeded fraction of them (at least one)."""
+    if not 0 < fraction <= 1:
+        raise DataError(f"the human-label budget must be a fraction in (0, 1], got {fraction}")
+    if not dialogues:
+        raise DataError("no training dialogues to draw a human-label budget from")
+    chosen = sorted(dialogues)
+    random.Random(seed).shuffle(chosen)
+    return sorted(chosen[: max(1, round(len(chosen) * fraction))])
