@@ -1,0 +1,377 @@
+"""The training loop: LLM-label pretraining, then human fine-tuning, for the method and the baselines.
+
+    method       pairwise preference loss on intra-dialogue pairs of LLM ensemble scores, then CE on humans
+    ce_human     CE on the human labels only (no LLM stage)
+    ce_llm_hard  CE on the ensemble's top label, then CE on humans
+    distill      KL to the ensemble distribution, then CE on humans
+    gce          GCE on the ensemble's top label, then CE on humans
+
+Both stages run the same loop: AdamW with linear warm-up and decay, gradient accumulation, mixed
+precision on CUDA, early stopping on the development dialogues' macro-F1 (human labels). Batches hold
+whole dialogues (long ones cut into windows), so every utterance has partners for the pairwise loss.
+The best model is written as a checkpoint (engines.checkpoint) whose manifest carries the config, the
+label maps, the data fingerprints and the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import structlog
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from engines.checkpoint import write_checkpoint
+from engines.manifest import BundleManifest, TaskSpec
+from engines.torch.model import StudentModel, default_encoder, output_name
+from train.data import Dataset, Split, Utterance
+from train.errors import TrainError
+from train.losses import (
+    GeneralizedCrossEntropyLoss,
+    PairwisePreferenceLoss,
+    SoftLabelDistillationLoss,
+    sample_pairs,
+)
+
+log = structlog.get_logger(__name__)
+
+Method = Literal["method", "ce_human", "ce_llm_hard", "distill", "gce"]
+METHODS: tuple[Method, ...] = ("method", "ce_human", "ce_llm_hard", "distill", "gce")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    method: Method = "method"
+    model_name: str = "student"
+    version: str = "dev"
+    encoder: str | None = None
+    """Hub id or local path; the packaged all-MiniLM-L6-v2 by default."""
+    max_length: int = 64
+    alpha: float = 1.0
+    tau: float = 0.1
+    form: Literal["softplus", "hinge"] = "softplus"
+    pairs_per_utterance: int = 4
+    joint_lambda: float = 0.0
+    """Keep λ·pairwise during fine-tuning (0: plain CE)."""
+    pretrain_epochs: int = 1
+    finetune_epochs: int = 5
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    warmup_ratio: float = 0.1
+    batch_size: int = 32
+    dialogue_window: int = 32
+    grad_accum: int = 1
+    patience: int = 2
+    seed: int = 13
+    device: str = "cpu"
+    gce_q: float = 0.7
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise TrainError(f"unknown method {self.method!r}; use one of {METHODS}")
+
+
+@dataclass
+class FitResult:
+    checkpoint: Path
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _batches(
+    utterances: Sequence[Utterance], batch_size: int, window: int, rng: random.Random
+) -> Iterator[list[Utterance]]:
+    """Batches of whole dialogue windows (≤ ``window`` consecutive turns), about ``batch_size`` each."""
+    by_dialogue: dict[str, list[Utterance]] = {}
+    for u in utterances:
+        by_dialogue.setdefault(u.dialogue_id, []).append(u)
+    chunks = []
+    for us in by_dialogue.values():
+        us.sort(key=lambda u: u.turn)
+        chunks += [us[i : i + window] for i in range(0, len(us), window)]
+    rng.shuffle(chunks)
+    batch: list[Utterance] = []
+    for chunk in chunks:
+        batch += chunk
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Trainer:
+    def __init__(
+        self,
+        data: Dataset,
+        split: Split,
+        human_dialogues: Sequence[str],
+        config: FitConfig,
+        model: StudentModel | None = None,
+        on_step: Callable[[dict[str, float]], None] | None = None,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        self.data, self.split, self.config = data, split, config
+        self.tasks = list(data.labels)
+        self.encoder = config.encoder or default_encoder()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.encoder)
+        torch.manual_seed(config.seed)
+        self.model = model or StudentModel.from_encoder(
+            self.encoder, [(t, len(data.labels[t])) for t in self.tasks]
+        )
+        self.device = torch.device(config.device)
+        self.model.to(self.device)
+        self.human = set(human_dialogues)
+        self.on_step = on_step or (lambda _: None)
+        self.pairwise = PairwisePreferenceLoss(config.alpha, config.tau, config.form)
+        self.history: list[dict[str, float]] = []
+
+    # -- data -------------------------------------------------------------------------------------
+    def _encode(self, batch: Sequence[Utterance]) -> dict[str, Tensor]:
+        enc = self.tokenizer(
+            [u.text for u in batch],
+            padding=True,
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="pt",
+        )
+        return {
+            k: v.to(self.device)
+            for k, v in enc.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
+
+    def _utterances(self, dialogues: set[str], need: Callable[[Utterance], bool]) -> list[Utterance]:
+        return [u for u in self.data.utterances.values() if u.dialogue_id in dialogues and need(u)]
+
+    # -- losses -----------------------------------------------------------------------------------
+    def _llm_loss(
+        self, logits: dict[str, Tensor], batch: Sequence[Utterance], generator: torch.Generator
+    ) -> Tensor:
+        total = torch.zeros((), device=self.device)
+        method = self.config.method
+        for task in self.tasks:
+            scores = self.data.ensemble.get(task, {})
+            rows = [i for i, u in enumerate(batch) if u.id in scores]
+            if not rows:
+                continue
+            idx = torch.tensor(rows, device=self.device)
+            teacher = torch.tensor(
+                [scores[batch[i].id] for i in rows], device=self.device, dtype=torch.float32
+            )
+            student = logits[task][idx]
+            if method == "method":
+                index = {d: k for k, d in enumerate(dict.fromkeys(batch[i].dialogue_id for i in rows))}
+                dialogue_ids = torch.tensor([index[batch[i].dialogue_id] for i in rows])
+                i, j = sample_pairs(dialogue_ids, self.config.pairs_per_utterance, generator)
+                total = total + self.pairwise(student, teacher, i.to(self.device), j.to(self.device))
+            elif method == "distill":
+                total = total + SoftLabelDistillationLoss()(student, teacher)
+            elif method == "gce":
+                total = total + GeneralizedCrossEntropyLoss(self.config.gce_q)(student, teacher.argmax(1))
+            else:  # ce_llm_hard
+                total = total + F.cross_entropy(student, teacher.argmax(1))
+        return total
+
+    def _human_loss(self, logits: dict[str, Tensor], batch: Sequence[Utterance]) -> Tensor:
+        total = torch.zeros((), device=self.device)
+        for task in self.tasks:
+            gold = self.data.gold.get(task, {})
+            rows = [
+                (i, self.data.labels[task].index(gold[u.id])) for i, u in enumerate(batch) if gold.get(u.id)
+            ]
+            if rows:
+                idx = torch.tensor([r[0] for r in rows], device=self.device)
+                target = torch.tensor([r[1] for r in rows], device=self.device)
+                total = total + F.cross_entropy(logits[task][idx], target)
+        return total
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _stage(
+        self,
+        name: str,
+        utterances: list[Utterance],
+        epochs: int,
+        loss_fn: Callable[[dict[str, Tensor], list[Utterance], torch.Generator], Tensor],
+    ) -> dict[str, float]:
+        cfg = self.config
+        if not utterances or epochs == 0:
+            return self.evaluate(self.split.dev)
+        rng = random.Random(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        steps_per_epoch = math.ceil(len(utterances) / cfg.batch_size / cfg.grad_accum)
+        total_steps = max(steps_per_epoch * epochs, 1)
+        head_params = list(self.model.heads.parameters())
+        head_ids = {id(p) for p in head_params}
+        body = [p for p in self.model.parameters() if id(p) not in head_ids]
+        optimizer = torch.optim.AdamW(
+            [{"params": body, "lr": cfg.lr}, {"params": head_params, "lr": cfg.head_lr}]
+        )
+        warmup = int(total_steps * cfg.warmup_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: min(1.0, (s + 1) / max(warmup, 1)) * max(0.0, (total_steps - s) / total_steps),
+        )
+        amp = self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        best, best_state, since_best = -1.0, None, 0
+        metrics: dict[str, float] = {}
+        for epoch in range(epochs):
+            self.model.train()
+            started, seen, running = time.perf_counter(), 0, 0.0
+            optimizer.zero_grad()
+            for step, batch in enumerate(
+                _batches(utterances, cfg.batch_size, cfg.dialogue_window, rng), start=1
+            ):
+                with torch.autocast(self.device.type, enabled=amp):
+                    loss = loss_fn(self.model(**self._encode(batch)), batch, generator) / cfg.grad_accum
+                scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+                if step % cfg.grad_accum == 0:
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad()
+                    scheduler.step()
+                seen += len(batch)
+                value = float(loss.detach()) * cfg.grad_accum
+                running += value
+                self.on_step(
+                    {
+                        "stage": 0.0 if name == "pretrain" else 1.0,
+                        "loss": value,
+                        "utt_per_s": seen / (time.perf_counter() - started),
+                    }
+                )
+            metrics = self.evaluate(self.split.dev)
+            score = float(np.mean([metrics[f"{t}/macro_f1"] for t in self.tasks]))
+            self.history.append(
+                {
+                    "stage": name == "finetune",
+                    "epoch": epoch,
+                    "train_loss": running / max(step, 1),
+                    "dev_macro_f1": score,
+                }
+            )
+            log.info(
+                "epoch",
+                stage=name,
+                epoch=epoch,
+                train_loss=round(running / max(step, 1), 4),
+                dev_macro_f1=round(score, 4),
+                seconds=round(time.perf_counter() - started, 1),
+            )
+            if score > best:
+                best, since_best = score, 0
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                since_best += 1
+                if since_best > cfg.patience:
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return metrics
+
+    def fit(self, out_dir: Path) -> FitResult:
+        cfg = self.config
+        started = time.perf_counter()
+        train = set(self.split.train)
+        if cfg.method != "ce_human":
+            llm_utts = self._utterances(train, lambda u: any(u.id in s for s in self.data.ensemble.values()))
+            if not llm_utts:
+                raise TrainError(f"method {cfg.method!r} needs LLM label records for the training utterances")
+            self._stage("pretrain", llm_utts, cfg.pretrain_epochs, self._llm_loss)
+        human_utts = self._utterances(
+            self.human & train, lambda u: any(u.id in g for g in self.data.gold.values())
+        )
+        if not human_utts:
+            raise TrainError("the human-label budget selects no labelled training utterance")
+
+        def finetune_loss(logits: dict[str, Tensor], batch: list[Utterance], gen: torch.Generator) -> Tensor:
+            loss = self._human_loss(logits, batch)
+            if cfg.joint_lambda > 0:
+                loss = loss + cfg.joint_lambda * self._llm_loss(logits, batch, gen)
+            return loss
+
+        self._stage("finetune", human_utts, cfg.finetune_epochs, finetune_loss)
+        metrics = {f"dev/{k}": v for k, v in self.evaluate(self.split.dev).items()}
+        seconds = time.perf_counter() - started
+        metrics["train_seconds"] = seconds
+        manifest = BundleManifest(
+            model=cfg.model_name,
+            version=cfg.version,
+            created_at=datetime.now(UTC),
+            base_model=self.encoder,
+            tasks=[TaskSpec(name=t, labels=self.data.labels[t], output=output_name(t)) for t in self.tasks],
+            max_length=cfg.max_length,
+            inputs=_inputs(self.model),
+            code_revision="unknown",
+            training={"config": {k: v for k, v in asdict(cfg).items()}, "metrics": metrics},
+            data_fingerprints={"utterances": _fingerprint(sorted(self.data.utterances))},
+        )
+        path = write_checkpoint(self.model.cpu().eval(), self.encoder, manifest, out_dir)
+        return FitResult(path, metrics, self.history, seconds)
+
+    @torch.inference_mode()
+    def predict(self, dialogues: Sequence[str]) -> tuple[list[Utterance], dict[str, np.ndarray]]:
+        self.model.eval()
+        utts = self._utterances(set(dialogues), lambda u: True)
+        out: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
+        for start in range(0, len(utts), 64):
+            batch = utts[start : start + 64]
+            logits = self.model(**self._encode(batch))
+            for t in self.tasks:
+                out[t].append(torch.softmax(logits[t].float(), 1).cpu().numpy())
+        return utts, {
+            t: np.concatenate(v) if v else np.zeros((0, len(self.data.labels[t]))) for t, v in out.items()
+        }
+
+    def evaluate(self, dialogues: Sequence[str]) -> dict[str, float]:
+        utts, probs = self.predict(dialogues)
+        metrics = {}
+        for t in self.tasks:
+            gold = self.data.gold.get(t, {})
+            rows = [(i, self.data.labels[t].index(gold[u.id])) for i, u in enumerate(utts) if gold.get(u.id)]
+            if not rows:
+                metrics[f"{t}/accuracy"] = metrics[f"{t}/macro_f1"] = float("nan")
+                continue
+            idx = np.array([r[0] for r in rows])
+            truth = np.array([r[1] for r in rows])
+            pred = probs[t][idx].argmax(1)
+            metrics[f"{t}/accuracy"] = float((pred == truth).mean())
+            metrics[f"{t}/macro_f1"] = macro_f1(pred, truth, len(self.data.labels[t]))
+        return metrics
+
+
+def macro_f1(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
+    """Mean F1 over the classes present in truth or predictions."""
+    scores = []
+    for c in range(n_classes):
+        tp = int(((pred == c) & (truth == c)).sum())
+        fp = int(((pred == c) & (truth != c)).sum())
+        fn = int(((pred != c) & (truth == c)).sum())
+        if tp + fp + fn:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def _inputs(model: StudentModel) -> list[str]:
+    return (
+        ["input_ids", "attention_mask", "token_type_ids"]
+        if model.uses_token_type_ids
+        else ["input_ids", "attention_mask"]
+    )
+
+
+def _fingerprint(items: Sequence[Any]) -> str:
+    return hashlib.sha256("\n".join(map(str, items)).encode()).hexdigest()
