@@ -47,3 +47,139 @@ def demo_bundle(work_dir: Path, target: str) -> None:
     settings = load_settings(EngineBuilderSettings)
     version = run(ensure_demo_bundle(settings.registry_uri, settings.redis, work_dir, target))
     click.echo(f"demo-student {version} is serving on {target}")
+
+
+@group.command()
+@click.option(
+    "--utterances",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="utterances.jsonl (or .csv/.parquet): id, dialogue_id, turn, speaker, text, split.",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="labels.json: the ordered label list per task.",
+)
+@click.option(
+    "--gold",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Human labels: id, task, label.",
+)
+@click.option(
+    "--llm",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="LLM label records: id, task, prompt_id, label, scores (needed by every method but ce_human).",
+)
+@click.option(
+    "--task", "tasks", multiple=True, help="Tasks to train (repeatable); all in labels.json by default."
+)
+@click.option(
+    "--method",
+    type=click.Choice(["method", "ce_human", "ce_llm_hard", "distill", "gce"]),
+    default="method",
+    help="method: intra-dialogue preference pretraining; the others are the baselines.",
+)
+@click.option(
+    "--budget", type=float, default=0.2, help="Fraction of training dialogues whose human labels are used."
+)
+@click.option(
+    "--seed", type=int, default=13, help="Seed of the dev split, the budget and the initialisation."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Checkpoint directory."
+)
+@click.option("--model-name", default="student", help="Model name in the checkpoint's manifest.")
+@click.option("--version", default=None, help="Version in the manifest (default: a UTC timestamp).")
+@click.option(
+    "--encoder",
+    default=None,
+    help="Hub id or local path of the encoder (packaged all-MiniLM-L6-v2 by default).",
+)
+@click.option("--pretrain-epochs", type=int, default=1)
+@click.option("--finetune-epochs", type=int, default=5)
+@click.option("--max-length", type=int, default=64)
+@click.option("--device", default="cpu", help="cpu or cuda.")
+def fit(
+    utterances: Path,
+    labels_path: Path,
+    gold: Path,
+    llm: Path | None,
+    tasks: tuple[str, ...],
+    method: str,
+    budget: float,
+    seed: int,
+    out: Path,
+    model_name: str,
+    version: str | None,
+    encoder: str | None,
+    pretrain_epochs: int,
+    finetune_epochs: int,
+    max_length: int,
+    device: str,
+) -> None:
+    """Train the student: LLM-label pretraining (for the method: the intra-dialogue preference loss),
+    then fine-tuning on the human labels of a budget of training dialogues, with early stopping on a
+    development split. Writes a checkpoint that `parley engine export` turns into a bundle."""
+    import json
+    import os
+    from datetime import UTC, datetime
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from train.data import human_budget, load_dataset, split_by_dialogue
+    from train.loop import FitConfig, Trainer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    load_settings(TrainerSettings)  # logging and settings, once
+    all_labels = json.loads(labels_path.read_text())
+    chosen = {t: all_labels[t] for t in (tasks or all_labels)}
+    data = load_dataset(utterances, chosen, gold, llm)
+    split = split_by_dialogue(data, seed=seed)
+    config = FitConfig(
+        method=method,  # type: ignore[arg-type]
+        model_name=model_name,
+        encoder=encoder,
+        version=version or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
+        seed=seed,
+        pretrain_epochs=pretrain_epochs,
+        finetune_epochs=finetune_epochs,
+        max_length=max_length,
+        device=device,
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.0f} utt/s"),
+        TimeElapsedColumn(),
+    ) as progress:
+        bar = progress.add_task("training", total=None, loss=0.0, rate=0.0)
+
+        def on_step(step: dict[str, float]) -> None:
+            progress.update(
+                bar,
+                advance=1,
+                loss=step["loss"],
+                rate=step["utt_per_s"],
+                description="pretraining" if step["stage"] == 0 else "fine-tuning",
+            )
+
+        trainer = Trainer(data, split, human_budget(split.train, budget, seed), config, on_step=on_step)
+        result = trainer.fit(out)
+    test = trainer.evaluate(split.test)
+    click.echo(
+        json.dumps(
+            {
+                "checkpoint": str(result.checkpoint),
+                "seconds": round(result.seconds, 1),
+                "dev": result.metrics,
+                "test": test,
+            },
+            indent=2,
+        )
+    )

@@ -116,3 +116,72 @@ def test_bad_configurations_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(TrainError, match="LLM label records"):
         trainer.fit(tmp_path / "ckpt")
+
+
+@pytest.mark.slow
+def test_fit_command_on_the_real_minilm(tmp_path: Path) -> None:
+    """`parley train fit` on the real MiniLM over a few dozen utterances writes a checkpoint that
+    `parley engine check-manifest` accepts."""
+    import json
+
+    from click.testing import CliRunner
+
+    from parley.cli import cli
+    from train.demo import labelled_samples
+
+    samples = labelled_samples()
+    rows, gold, llm = [], [], []
+    for k, (text, labels) in enumerate(samples):
+        uid, dialogue = f"u{k}", f"d{k // 6}"
+        rows.append(
+            {
+                "id": uid,
+                "dialogue_id": dialogue,
+                "turn": k % 6,
+                "text": text,
+                "split": "test" if k >= 36 else "train",
+            }
+        )
+        gold.append({"id": uid, "task": "sentiment", "label": labels["sentiment"]})
+        llm.append(
+            {
+                "id": uid,
+                "task": "sentiment",
+                "prompt_id": "p1",
+                "label": labels["sentiment"],
+                "scores": {labels["sentiment"]: 0.8},
+            }
+        )
+    for name, records in (("u.jsonl", rows), ("g.jsonl", gold), ("l.jsonl", llm)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "labels.json").write_text(json.dumps({"sentiment": ["negative", "neutral", "positive"]}))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "fit",
+            "--utterances",
+            str(tmp_path / "u.jsonl"),
+            "--gold",
+            str(tmp_path / "g.jsonl"),
+            "--llm",
+            str(tmp_path / "l.jsonl"),
+            "--labels",
+            str(tmp_path / "labels.json"),
+            "--budget",
+            "1.0",
+            "--pretrain-epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--out",
+            str(tmp_path / "ckpt"),
+            "--version",
+            "t1",
+        ],
+        env={"PARLEY_TRAIN_LOG_FORMAT": "json"},
+    )
+    assert result.exit_code == 0, result.output
+    checked = CliRunner().invoke(cli, ["engine", "check-manifest", str(tmp_path / "ckpt")])
+    assert checked.exit_code == 0, checked.output
+    assert "student/t1" in checked.output
