@@ -20,9 +20,12 @@ mkdir -p "$bin"
 helm="$bin/helm"
 unittest="$bin/helm-unittest"
 
-if ! "$helm" version --short 2>/dev/null | grep -q "^${helm_version}"; then
+# `go install` does not stamp Helm's version into the binary (it reports "v3.22"), so a marker file
+# records which version was built.
+if [[ ! -x "$helm" || ! -f "$bin/.helm-${helm_version}" ]]; then
   say "building Helm $helm_version with go install (a few minutes the first time)"
   GOBIN="$bin" go install "helm.sh/helm/v3/cmd/helm@${helm_version}"
+  touch "$bin/.helm-${helm_version}"
 fi
 if [[ ! -x "$unittest" || ! -f "$bin/.helm-unittest-${unittest_version}" ]]; then
   # helm-unittest's go.mod has replace directives, which `go install pkg@version` refuses: build it
