@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -183,3 +184,78 @@ def fit(
             indent=2,
         )
     )
+
+
+@group.command()
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--utterances", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--gold", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--llm",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="LLM label records: the teacher is scored on the same test utterances.",
+)
+@click.option("--seed", type=int, default=None, help="Seed of the dev split (the checkpoint's by default).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for report.md, metrics.json and the confusion-matrix PNGs.",
+)
+def evaluate(
+    checkpoint: Path, utterances: Path, gold: Path, llm: Path | None, seed: int | None, out: Path
+) -> None:
+    """Score a checkpoint on the test dialogues: accuracy, macro-F1, per-class precision/recall/F1,
+    ECE before and after temperature scaling (fitted on the dev dialogues), confusion matrices, and
+    the LLM ensemble (teacher) on the same utterances. Writes a Markdown report."""
+    import json
+    import os
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from engines.checkpoint import read_checkpoint
+    from train.data import load_dataset, split_by_dialogue
+    from train.evaluate import confusion_png, markdown, task_report
+    from train.loop import FitConfig, Trainer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    load_settings(TrainerSettings)
+    manifest, model = read_checkpoint(checkpoint)
+    labels = {t.name: list(t.labels) for t in manifest.tasks}
+    data = load_dataset(utterances, labels, gold, llm)
+    used_seed = seed if seed is not None else int(manifest.training.config.get("seed", 13))  # type: ignore[arg-type]
+    split = split_by_dialogue(data, seed=used_seed)
+    trainer = Trainer(
+        data,
+        split,
+        [],
+        FitConfig(method="ce_human", max_length=manifest.max_length, encoder=str(checkpoint / "tokenizer")),
+        model=model,
+    )
+    test_utts, test_probs = trainer.predict(split.test)
+    dev_utts, dev_probs = trainer.predict(split.dev)
+    out.mkdir(parents=True, exist_ok=True)
+    reports, images = [], {}
+    for task, names in labels.items():
+        g = data.gold.get(task, {})
+
+        def rows(
+            utts: list[Any], probs: np.ndarray, g: dict[str, str] = g, names: list[str] = names
+        ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+            idx = [i for i, u in enumerate(utts) if g.get(u.id)]
+            return probs[idx], np.array([names.index(g[utts[i].id]) for i in idx], dtype=int), idx
+
+        tp, tt, tidx = rows(test_utts, test_probs[task])
+        dp, dt, _ = rows(dev_utts, dev_probs[task])
+        ens = data.ensemble.get(task, {})
+        teacher = None
+        if ens and all(test_utts[i].id in ens for i in tidx):
+            teacher = np.array([ens[test_utts[i].id] for i in tidx])
+        report = task_report(task, names, tp, tt, dp, dt, teacher)
+        images[task] = confusion_png(report, out / f"confusion-{task}.png").name
+        reports.append(report)
+    (out / "metrics.json").write_text(json.dumps([asdict(r) for r in reports], indent=2))
+    (out / "report.md").write_text(markdown(reports, f"{manifest.model}/{manifest.version}", images))
+    click.echo(f"wrote {out / 'report.md'}")

@@ -36,6 +36,7 @@ from engines.manifest import BundleManifest, TaskSpec
 from engines.torch.model import StudentModel, default_encoder, output_name
 from train.data import Dataset, Split, Utterance
 from train.errors import TrainError
+from train.evaluate import macro_f1
 from train.losses import (
     GeneralizedCrossEntropyLoss,
     PairwisePreferenceLoss,
@@ -351,18 +352,6 @@ class Trainer:
             metrics[f"{t}/accuracy"] = float((pred == truth).mean())
             metrics[f"{t}/macro_f1"] = macro_f1(pred, truth, len(self.data.labels[t]))
         return metrics
-
-
-def macro_f1(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
-    """Mean F1 over the classes present in truth or predictions."""
-    scores = []
-    for c in range(n_classes):
-        tp = int(((pred == c) & (truth == c)).sum())
-        fp = int(((pred == c) & (truth != c)).sum())
-        fn = int(((pred != c) & (truth == c)).sum())
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
 
 
 def _inputs(model: StudentModel) -> list[str]:

@@ -185,3 +185,26 @@ def test_fit_command_on_the_real_minilm(tmp_path: Path) -> None:
     checked = CliRunner().invoke(cli, ["engine", "check-manifest", str(tmp_path / "ckpt")])
     assert checked.exit_code == 0, checked.output
     assert "student/t1" in checked.output
+    evaluated = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "evaluate",
+            str(tmp_path / "ckpt"),
+            "--utterances",
+            str(tmp_path / "u.jsonl"),
+            "--gold",
+            str(tmp_path / "g.jsonl"),
+            "--llm",
+            str(tmp_path / "l.jsonl"),
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        env={"PARLEY_TRAIN_LOG_FORMAT": "json"},
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "teacher accuracy" in report
+    assert (tmp_path / "report" / "confusion-sentiment.png").stat().st_size > 1000
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics[0]["teacher"]["accuracy"] == 1.0  # the test's LLM records are its gold labels
