@@ -259,3 +259,25 @@ def evaluate(
     (out / "metrics.json").write_text(json.dumps([asdict(r) for r in reports], indent=2))
     (out / "report.md").write_text(markdown(reports, f"{manifest.model}/{manifest.version}", images))
     click.echo(f"wrote {out / 'report.md'}")
+
+
+@group.command()
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Where runs/<run>.json, compare.md, compare.json and compare.png go.",
+)
+def compare(spec: Path, out: Path) -> None:
+    """Run a grid of methods × human budgets × seeds from a YAML SPEC and write a table of mean ±
+    standard deviation (and the LLM teacher) plus a plot. Resumable: finished runs are skipped."""
+    import os
+
+    from train.compare import load_grid, run_grid
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    load_settings(TrainerSettings)
+    data, grid = load_grid(spec)
+    run_grid(data, grid, out, on_run=lambda name: click.echo(f"running {name}"))
+    click.echo((out / "compare.md").read_text())

@@ -283,7 +283,8 @@ class Trainer:
             self.model.load_state_dict(best_state)
         return metrics
 
-    def fit(self, out_dir: Path) -> FitResult:
+    def fit(self, out_dir: Path, write: bool = True) -> FitResult:
+        """Train both stages; with ``write``, save the best model as a checkpoint in ``out_dir``."""
         cfg = self.config
         started = time.perf_counter()
         train = set(self.split.train)
@@ -308,6 +309,8 @@ class Trainer:
         metrics = {f"dev/{k}": v for k, v in self.evaluate(self.split.dev).items()}
         seconds = time.perf_counter() - started
         metrics["train_seconds"] = seconds
+        if not write:
+            return FitResult(out_dir, metrics, self.history, seconds)
         manifest = BundleManifest(
             model=cfg.model_name,
             version=cfg.version,

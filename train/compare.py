@@ -1,0 +1,250 @@
+"""``parley train compare``: a grid of methods × human budgets × seeds, resumable, summarised.
+
+    data: {utterances: …, gold: …, llm: …, labels: …}
+    tasks: [dialogue_act, sentiment]          # optional: all tasks in labels.json
+    methods: [method, ce_human, ce_llm_hard, distill, gce]
+    budgets: [0.05, 0.2]
+    seeds: [1, 2, 3]
+    fit: {pretrain_epochs: 1, finetune_epochs: 5, max_length: 64}   # any FitConfig field
+
+Each run's metrics are written to ``<out>/runs/<method>-b<budget>-s<seed>.json`` as soon as it ends;
+a rerun skips every run whose file exists, so an interrupted grid resumes where it stopped. The
+summary (mean ± standard deviation over seeds, the teacher on the same test utterances) goes to
+``compare.md``, ``compare.json`` and ``compare.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from train.data import Dataset, human_budget, load_dataset, split_by_dialogue
+from train.errors import TrainError
+from train.evaluate import macro_f1
+from train.loop import METHODS, FitConfig, Trainer
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Grid:
+    methods: list[str]
+    budgets: list[float]
+    seeds: list[int]
+    fit: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> Grid:
+        unknown_methods = set(spec.get("methods", [])) - set(METHODS)
+        if unknown_methods:
+            raise TrainError(f"unknown methods {sorted(unknown_methods)}; use {list(METHODS)}")
+        allowed = {f.name for f in fields(FitConfig)} - {"method", "seed"}
+        unknown = set(spec.get("fit", {})) - allowed
+        if unknown:
+            raise TrainError(f"unknown fit settings {sorted(unknown)}; allowed: {sorted(allowed)}")
+        grid = cls(
+            list(spec.get("methods", METHODS)),
+            [float(b) for b in spec.get("budgets", [0.2])],
+            [int(s) for s in spec.get("seeds", [13])],
+            dict(spec.get("fit", {})),
+        )
+        if not grid.methods or not grid.budgets or not grid.seeds:
+            raise TrainError("the grid needs at least one method, one budget and one seed")
+        return grid
+
+    def runs(self) -> list[tuple[str, float, int]]:
+        return [(m, b, s) for m in self.methods for b in self.budgets for s in self.seeds]
+
+
+def run_name(method: str, budget: float, seed: int) -> str:
+    return f"{method}-b{budget:g}-s{seed}"
+
+
+def run_grid(
+    data: Dataset,
+    grid: Grid,
+    out: Path,
+    model_factory: Callable[[], Any] | None = None,
+    on_run: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run what is missing, then summarise every run found under ``out/runs``."""
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for method, budget, seed in grid.runs():
+        path = runs_dir / f"{run_name(method, budget, seed)}.json"
+        if path.exists():
+            continue
+        if on_run:
+            on_run(path.stem)
+        split = split_by_dialogue(data, seed=seed)
+        config = FitConfig(method=method, seed=seed, **grid.fit)  # type: ignore[arg-type]
+        trainer = Trainer(
+            data,
+            split,
+            human_budget(split.train, budget, seed),
+            config,
+            model=model_factory() if model_factory else None,
+        )
+        result = trainer.fit(out / "checkpoints" / path.stem, write=False)
+        record = {
+            "method": method,
+            "budget": budget,
+            "seed": seed,
+            "seconds": result.seconds,
+            "test": trainer.evaluate(split.test),
+            "dev": result.metrics,
+        }
+        path.write_text(json.dumps(record, indent=2))  # written whole, last: a run exists once it ended
+        log.info("run done", run=path.stem, seconds=round(result.seconds, 1), test=record["test"])
+    return summarise(data, grid, out)
+
+
+def _teacher(data: Dataset, seed: int) -> dict[str, dict[str, float]]:
+    """The LLM ensemble scored on the test utterances that have both gold and ensemble labels."""
+    split = split_by_dialogue(data, seed=seed)
+    test = set(split.test)
+    out = {}
+    for task, names in data.labels.items():
+        gold, ens = data.gold.get(task, {}), data.ensemble.get(task, {})
+        ids = [
+            u.id for u in data.utterances.values() if u.dialogue_id in test and u.id in gold and u.id in ens
+        ]
+        if ids:
+            truth = np.array([names.index(gold[i]) for i in ids])
+            pred = np.array([int(np.argmax(ens[i])) for i in ids])
+            out[task] = {
+                "accuracy": float((pred == truth).mean()),
+                "macro_f1": macro_f1(pred, truth, len(names)),
+            }
+    return out
+
+
+def summarise(data: Dataset, grid: Grid, out: Path) -> dict[str, Any]:
+    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    rows = []
+    for method in grid.methods:
+        for budget in grid.budgets:
+            mine = [
+                r
+                for r in records
+                if r["method"] == method and r["budget"] == budget and r["seed"] in grid.seeds
+            ]
+            if not mine:
+                continue
+            row: dict[str, Any] = {
+                "method": method,
+                "budget": budget,
+                "runs": len(mine),
+                "seconds": float(np.mean([r["seconds"] for r in mine])),
+            }
+            for task in data.labels:
+                for metric in ("accuracy", "macro_f1"):
+                    values = [r["test"][f"{task}/{metric}"] for r in mine]
+                    row[f"{task}/{metric}"] = (float(np.mean(values)), float(np.std(values)))
+            rows.append(row)
+    summary = {"rows": rows, "teacher": _teacher(data, grid.seeds[0])}
+    (out / "compare.json").write_text(json.dumps(summary, indent=2))
+    (out / "compare.md").write_text(_markdown(summary, list(data.labels)))
+    _plot(summary, list(data.labels), out / "compare.png")
+    return summary
+
+
+def _markdown(summary: dict[str, Any], tasks: list[str]) -> str:
+    head = (
+        "| method | human budget | runs | " + " | ".join(f"{t} accuracy | {t} macro-F1" for t in tasks) + " |"
+    )
+    lines = [
+        "# Method comparison (test split, mean ± std over seeds)",
+        "",
+        head,
+        "|" + "---|" * (3 + 2 * len(tasks)),
+    ]
+    for r in summary["rows"]:
+        cells = " | ".join(
+            f"{r[f'{t}/accuracy'][0]:.4f} ± {r[f'{t}/accuracy'][1]:.4f} | "
+            f"{r[f'{t}/macro_f1'][0]:.4f} ± {r[f'{t}/macro_f1'][1]:.4f}"
+            for t in tasks
+        )
+        lines.append(f"| {r['method']} | {r['budget']:g} | {r['runs']} | {cells} |")
+    for task, scores in summary["teacher"].items():
+        lines.append(
+            "| LLM ensemble (teacher) | - | - | "
+            + " | ".join(
+                f"{scores['accuracy']:.4f} | {scores['macro_f1']:.4f}" if t == task else "- | -"
+                for t in tasks
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n\n![macro-F1 by method and budget](compare.png)\n"
+
+
+def _plot(summary: dict[str, Any], tasks: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = sorted({r["budget"] for r in summary["rows"]})
+    methods = list(dict.fromkeys(r["method"] for r in summary["rows"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    width = 0.8 / max(len(methods), 1)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for k, method in enumerate(methods):
+            values = [
+                next(
+                    (
+                        r[f"{task}/macro_f1"]
+                        for r in summary["rows"]
+                        if r["method"] == method and r["budget"] == b
+                    ),
+                    (math.nan, 0.0),
+                )
+                for b in budgets
+            ]
+            ax.bar(
+                [i + k * width for i in range(len(budgets))],
+                [v[0] for v in values],
+                width,
+                yerr=[v[1] for v in values],
+                label=method,
+                capsize=2,
+            )
+        if task in summary["teacher"]:
+            ax.axhline(
+                summary["teacher"][task]["macro_f1"], color="black", linestyle="--", label="LLM teacher"
+            )
+        ax.set_xticks(
+            [i + width * (len(methods) - 1) / 2 for i in range(len(budgets))], [f"{b:g}" for b in budgets]
+        )
+        ax.set_xlabel("human-label budget (share of training dialogues)")
+        ax.set_ylabel("test macro-F1")
+        ax.set_title(task)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def load_grid(spec_path: Path) -> tuple[Dataset, Grid]:
+    import yaml
+
+    spec = yaml.safe_load(spec_path.read_text())
+    if not isinstance(spec, dict) or "data" not in spec:
+        raise TrainError(
+            f"{spec_path} must be a mapping with a 'data' section (utterances, gold, llm, labels)"
+        )
+    base = spec_path.parent
+    d = spec["data"]
+    labels = json.loads((base / d["labels"]).read_text())
+    chosen = {t: labels[t] for t in spec.get("tasks", labels)}
+    data = load_dataset(
+        base / d["utterances"], chosen, base / d["gold"], base / d["llm"] if d.get("llm") else None
+    )
+    return data, Grid.from_dict(spec)
