@@ -139,7 +139,7 @@ def fit(
     load_settings(TrainerSettings)  # logging and settings, once
     all_labels = json.loads(labels_path.read_text())
     chosen = {t: all_labels[t] for t in (tasks or all_labels)}
-    data = load_dataset(utterances, chosen, gold, llm)
+    data = load_dataset(utterances, chosen, gold, llm, skip_tasks=frozenset(all_labels) - frozenset(chosen))
     split = split_by_dialogue(data, seed=seed)
     config = FitConfig(
         method=method,  # type: ignore[arg-type]
@@ -216,7 +216,7 @@ def evaluate(
     import numpy as np
 
     from engines.checkpoint import read_checkpoint
-    from train.data import load_dataset, split_by_dialogue
+    from train.data import load_dataset, read_rows, split_by_dialogue
     from train.evaluate import confusion_png, markdown, task_report
     from train.loop import FitConfig, Trainer
 
@@ -224,7 +224,11 @@ def evaluate(
     load_settings(TrainerSettings)
     manifest, model = read_checkpoint(checkpoint)
     labels = {t.name: list(t.labels) for t in manifest.tasks}
-    data = load_dataset(utterances, labels, gold, llm)
+    # The corpus may label more tasks than the checkpoint has: score only the checkpoint's.
+    other_tasks = {str(r.get("task")) for path in (gold, llm) if path for _, r in read_rows(path)} - set(
+        labels
+    )
+    data = load_dataset(utterances, labels, gold, llm, skip_tasks=frozenset(other_tasks))
     used_seed = seed if seed is not None else int(manifest.training.config.get("seed", 13))  # type: ignore[arg-type]
     split = split_by_dialogue(data, seed=used_seed)
     trainer = Trainer(

@@ -245,6 +245,10 @@ def load_grid(spec_path: Path) -> tuple[Dataset, Grid]:
     labels = json.loads((base / d["labels"]).read_text())
     chosen = {t: labels[t] for t in spec.get("tasks", labels)}
     data = load_dataset(
-        base / d["utterances"], chosen, base / d["gold"], base / d["llm"] if d.get("llm") else None
+        base / d["utterances"],
+        chosen,
+        base / d["gold"],
+        base / d["llm"] if d.get("llm") else None,
+        skip_tasks=frozenset(labels) - frozenset(chosen),
     )
     return data, Grid.from_dict(spec)

@@ -52,6 +52,7 @@ class Dataset:
     """task → {utterance id → label}"""
     ensemble: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     """task → {utterance id → probabilities in the order of labels[task]}"""
+    skip_tasks: frozenset[str] = frozenset()
 
     def dialogues(self, split: str | None = None) -> dict[str, list[Utterance]]:
         by_dialogue: dict[str, list[Utterance]] = defaultdict(list)
@@ -127,18 +128,28 @@ def load_utterances(path: Path) -> dict[str, Utterance]:
 
 
 def load_dataset(
-    utterances: Path, labels: dict[str, list[str]], gold: Path | None = None, llm: Path | None = None
+    utterances: Path,
+    labels: dict[str, list[str]],
+    gold: Path | None = None,
+    llm: Path | None = None,
+    skip_tasks: frozenset[str] = frozenset(),
 ) -> Dataset:
-    """Read and check everything: unknown utterances and labels outside a task's set are errors."""
+    """Read and check everything: unknown utterances, unknown tasks and labels outside a task's set
+    are errors. Records of ``skip_tasks`` (known tasks that were not chosen) are passed over."""
     data = Dataset(load_utterances(utterances), labels)
+    data.skip_tasks = skip_tasks
     if gold is not None:
         for number, row in read_rows(gold):
+            if row.get("task") in skip_tasks:
+                continue
             task, uid, label = _task_row(gold, number, row, data)
             data.gold.setdefault(task, {})[uid] = label
     if llm is not None:
         sums: dict[str, dict[str, list[float]]] = defaultdict(dict)
         counts: dict[tuple[str, str], int] = defaultdict(int)
         for number, row in read_rows(llm):
+            if row.get("task") in skip_tasks:
+                continue
             task, uid, _ = _task_row(llm, number, row, data)
             scores = row.get("scores") or {row["label"]: 1.0}
             unknown = set(scores) - set(labels[task])

@@ -158,3 +158,18 @@ def test_empty_or_tiny_splits_are_refused(tmp_path: Path) -> None:
         split_by_dialogue(load_dataset(path, LABELS))
     with pytest.raises(DataError, match="no utterances"):
         load_utterances(_jsonl(tmp_path / "empty.jsonl", []))
+
+
+def test_records_of_tasks_not_chosen_are_passed_over(files: dict[str, Path], tmp_path: Path) -> None:
+    """Training one task of a multi-task corpus skips the other tasks' records; unknown tasks still fail."""
+    other = _jsonl(
+        tmp_path / "gold2.jsonl",
+        [
+            {"id": "d0-0", "task": "emotion", "label": "joy"},
+            {"id": "d0-0", "task": "sentiment", "label": "positive"},
+        ],
+    )
+    data = load_dataset(files["utterances"], LABELS, other, skip_tasks=frozenset({"emotion"}))
+    assert data.gold == {"sentiment": {"d0-0": "positive"}}
+    with pytest.raises(DataError, match="unknown task 'emotion'"):
+        load_dataset(files["utterances"], LABELS, other)
