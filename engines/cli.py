@@ -15,7 +15,7 @@ from rich.table import Column, Table
 from engines.events import ModelEvent
 from engines.manifest import BundleManifest, read_manifest
 from engines.settings import EngineBuilderSettings
-from parley.cli import CONTEXT_SETTINGS, load_settings, print_settings, run
+from parley.cli import CONTEXT_SETTINGS, emit_schemas, load_settings, print_settings, run
 
 console = Console()
 
@@ -69,10 +69,8 @@ def settings_cmd(ctx: click.Context) -> None:
 )
 def schema(what: str, out: Path | None) -> None:
     """Export the JSON Schema of the bundle manifest and of model-events messages."""
-    from stream.cli import _emit_schemas
-
     chosen = schemas() if what == "all" else {what: schemas()[what]}
-    _emit_schemas(chosen, out)
+    emit_schemas(chosen, out)
 
 
 @group.command("check-manifest")

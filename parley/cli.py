@@ -16,6 +16,7 @@ import importlib
 import json
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -115,6 +116,19 @@ def _masked(err: Any) -> str:
 def print_settings(settings: BaseSettings) -> None:
     """The settings in force as JSON; SecretStr values print as '**********'."""
     click.echo(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
+
+
+def emit_schemas(schemas: dict[str, dict[str, Any]], out: Path | None) -> None:
+    """Print JSON Schemas (one, or a mapping of several), or write <name>.schema.json files into ``out``."""
+    if out is None:
+        only = next(iter(schemas.values())) if len(schemas) == 1 else schemas
+        click.echo(json.dumps(only, indent=2, sort_keys=True))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name, body in schemas.items():
+        path = out / f"{name}.schema.json"
+        path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        click.echo(f"wrote {path}")
 
 
 T = TypeVar("T")

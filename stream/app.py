@@ -27,7 +27,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engines.base import EngineOptions
-from engines.events import EngineReady
+from engines.events import EngineReady, decode_model_event
 from engines.pointer import PointerStore
 from engines.registry import Registry
 from parley.clients import kafka_ssl_context, redis_client
@@ -185,8 +185,6 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Worker]:
         async with aclosing(read(settings.kafka, topics.model_events, start="end")) as events:
             async for record in events:
                 try:
-                    from engines.events import decode_model_event
-
                     event = decode_model_event(record.value)
                 except ContractError:
                     continue

@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from parley.cli import CONTEXT_SETTINGS, load_settings, print_settings, run
+from parley.cli import CONTEXT_SETTINGS, emit_schemas, load_settings, print_settings, run
 from parley.contracts import ContractError
 from stream.contracts import STREAM_CONTRACTS, TextLimits, decode_utterance, json_schema
 from stream.settings import WorkerSettings
@@ -90,19 +90,7 @@ def schema(topic: str, out: Path | None) -> None:
     """
     chosen = STREAM_CONTRACTS if topic == "all" else {topic: STREAM_CONTRACTS[topic]}
     schemas = {name: json_schema(model) for name, model in chosen.items()}
-    _emit_schemas(schemas, out)
-
-
-def _emit_schemas(schemas: dict[str, dict[str, Any]], out: Path | None) -> None:
-    if out is None:
-        only = next(iter(schemas.values())) if len(schemas) == 1 else schemas
-        click.echo(json.dumps(only, indent=2, sort_keys=True))
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    for name, body in schemas.items():
-        path = out / f"{name}.schema.json"
-        path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        click.echo(f"wrote {path}")
+    emit_schemas(schemas, out)
 
 
 @group.command()

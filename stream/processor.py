@@ -109,6 +109,7 @@ class BatchProcessor:
         self.intent_tasks = tuple(intent_tasks)
         self.worker_id = worker_id
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-infer")
+        self._reported: Serving | None = None
 
     async def process(self, records: Sequence[InRecord]) -> BatchReport:
         started = time.perf_counter()
@@ -118,9 +119,11 @@ class BatchProcessor:
         if self.engines.swap_if_ready():
             self.metrics.engine_swaps.inc()
         serving = await self.engines.wait_ready()
-        self.metrics.engine.info(
-            {"model": serving.model, "version": serving.version, "backend": serving.backend}
-        )
+        if serving is not self._reported:
+            self._reported = serving
+            self.metrics.engine.info(
+                {"model": serving.model, "version": serving.version, "backend": serving.backend}
+            )
         report.model_version = serving.version
 
         valid, dlq = self._decode(records)

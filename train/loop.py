@@ -137,6 +137,8 @@ class Trainer:
         self.human = set(human_dialogues)
         self.on_step = on_step or (lambda _: None)
         self.pairwise = PairwisePreferenceLoss(config.alpha, config.tau, config.form)
+        self.distill = SoftLabelDistillationLoss()
+        self.gce = GeneralizedCrossEntropyLoss(config.gce_q)
         self.history: list[dict[str, float]] = []
 
     # -- data -------------------------------------------------------------------------------------
@@ -179,9 +181,9 @@ class Trainer:
                 i, j = sample_pairs(dialogue_ids, self.config.pairs_per_utterance, generator)
                 total = total + self.pairwise(student, teacher, i.to(self.device), j.to(self.device))
             elif method == "distill":
-                total = total + SoftLabelDistillationLoss()(student, teacher)
+                total = total + self.distill(student, teacher)
             elif method == "gce":
-                total = total + GeneralizedCrossEntropyLoss(self.config.gce_q)(student, teacher.argmax(1))
+                total = total + self.gce(student, teacher.argmax(1))
             else:  # ce_llm_hard
                 total = total + F.cross_entropy(student, teacher.argmax(1))
         return total

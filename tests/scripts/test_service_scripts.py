@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from parley.connections import KafkaSettings, RedisSettings
+from tests.ports import free_port_pair
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -25,21 +26,6 @@ def _run(
         text=True,
         timeout=timeout,
     )
-
-
-def _free_port_pair() -> int:
-    """A port p such that p and p+1 are both free on 127.0.0.1 (broker and controller)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free pair of ports")
 
 
 @pytest.fixture
@@ -78,7 +64,7 @@ def test_old_java_is_refused_with_what_to_install(tmp_path: Path) -> None:
     (fake / "java").chmod(0o755)
     env = {
         "PATH": f"{fake}:{os.environ['PATH']}",
-        "KAFKA_PORT": str(_free_port_pair()),
+        "KAFKA_PORT": str(free_port_pair()),
         "PARLEY_RUN_DIR": str(tmp_path / "run"),
     }
     result = _run("kafka.sh", "up", env=env)
@@ -92,7 +78,7 @@ def test_missing_maven_is_refused_with_what_to_install(tmp_path: Path) -> None:
     env = {
         "MAVEN": "mvn-not-installed",
         "PARLEY_CACHE_DIR": str(tmp_path / "cache"),
-        "KAFKA_PORT": str(_free_port_pair()),
+        "KAFKA_PORT": str(free_port_pair()),
         "PARLEY_RUN_DIR": str(tmp_path / "run"),
     }
     result = _run("kafka.sh", "up", env=env)
@@ -103,7 +89,7 @@ def test_missing_maven_is_refused_with_what_to_install(tmp_path: Path) -> None:
 def test_status_of_a_broker_that_is_not_running(tmp_path: Path) -> None:
     """status exits 3 and says 'not running' when no broker runs on the port."""
     result = _run(
-        "kafka.sh", "status", env={"KAFKA_PORT": str(_free_port_pair()), "PARLEY_RUN_DIR": str(tmp_path)}
+        "kafka.sh", "status", env={"KAFKA_PORT": str(free_port_pair()), "PARLEY_RUN_DIR": str(tmp_path)}
     )
     assert result.returncode == 3
     assert "not running" in result.stdout
@@ -115,7 +101,7 @@ def test_kafka_up_twice_then_down_leaves_nothing_behind(
     kafka_settings: KafkaSettings, tmp_path: Path
 ) -> None:
     """A second broker on spare ports: up, up again (harmless), down: no process, no data left."""
-    port = _free_port_pair()
+    port = free_port_pair()
     run_dir = tmp_path / "run"
     env = {"KAFKA_PORT": str(port), "PARLEY_RUN_DIR": str(run_dir), "KAFKA_HEAP": "384M"}
     pattern = f"{run_dir}/kafka-{port}/server.properties"
@@ -140,7 +126,7 @@ def test_redis_up_twice_then_down_leaves_nothing_behind(
     redis_settings_base: RedisSettings, tmp_path: Path
 ) -> None:
     """A second Redis on a spare port: up, up again (harmless), down: no process left."""
-    port = _free_port_pair()
+    port = free_port_pair()
     env = {"REDIS_PORT": str(port), "PARLEY_RUN_DIR": str(tmp_path)}
     try:
         assert _run("redis.sh", "up", env=env).returncode == 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from parley.connections import KafkaSettings, RedisSettings, TopicSettings
 from stream.topics import delete_topics, ensure_topics, parley_topics
+from tests.ports import free_port, free_port_pair  # noqa: F401  (re-exported for the worker tests)
 
 
 @pytest.fixture(scope="session")
@@ -40,25 +40,6 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory, redis_settings_base:
     redis = redis_settings_base.model_copy(update={"key_prefix": f"parley-wtest-{uuid.uuid4().hex[:8]}:"})
     asyncio.run(ensure_demo_bundle(str(registry), redis, tmp_path_factory.mktemp("demo-work")))
     return str(registry), redis
-
-
-def free_port_pair() -> int:
-    """A port p with p and p+1 free on 127.0.0.1 (a spare broker and its controller)."""
-    for _ in range(50):
-        port = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free pair of ports")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
