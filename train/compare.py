@@ -6,26 +6,31 @@
     budgets: [0.05, 0.2]
     seeds: [1, 2, 3]
     fit: {pretrain_epochs: 1, finetune_epochs: 5, max_length: 64}   # any FitConfig field
+    variants: {tau0: {tau: 0.0}, hinge: {form: hinge}}  # optional: named fit overrides (ablations)
+    sample: {train: 40, test: 10}             # optional: a seeded sample of dialogues per split
 
-Each run's metrics are written to ``<out>/runs/<method>-b<budget>-s<seed>.json`` as soon as it ends;
-a rerun skips every run whose file exists, so an interrupted grid resumes where it stopped. The
-summary (mean ± standard deviation over seeds, the teacher on the same test utterances) goes to
-``compare.md``, ``compare.json`` and ``compare.png``.
+Each run's metrics are written to ``<out>/runs/<method>[-<variant>]-b<budget>-s<seed>.json`` as soon
+as it ends; a rerun skips every run whose file exists, so an interrupted grid resumes where it
+stopped. The LLM-label stage does not depend on the human budget, so it is cached under
+``<out>/pretrained/`` and shared by the budgets of one (method, variant, seed). The summary (mean ±
+standard deviation over seeds, the teacher on the same test utterances) goes to ``compare.md``,
+``compare.json`` and ``compare.png``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import structlog
 
-from train.data import Dataset, human_budget, load_dataset, split_by_dialogue
+from train.data import Dataset, human_budget, load_dataset, restrict, split_by_dialogue
 from train.errors import TrainError
 from train.evaluate import macro_f1
 from train.loop import METHODS, FitConfig, Trainer
@@ -39,6 +44,7 @@ class Grid:
     budgets: list[float]
     seeds: list[int]
     fit: dict[str, Any]
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"": {}})
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any]) -> Grid:
@@ -46,25 +52,64 @@ class Grid:
         if unknown_methods:
             raise TrainError(f"unknown methods {sorted(unknown_methods)}; use {list(METHODS)}")
         allowed = {f.name for f in fields(FitConfig)} - {"method", "seed"}
-        unknown = set(spec.get("fit", {})) - allowed
-        if unknown:
-            raise TrainError(f"unknown fit settings {sorted(unknown)}; allowed: {sorted(allowed)}")
+        variants = dict(spec.get("variants") or {"": {}})
+        for name, overrides in [("fit", spec.get("fit", {}))] + [
+            (f"variant {k!r}", v or {}) for k, v in variants.items()
+        ]:
+            if not isinstance(overrides, dict):
+                raise TrainError(f"{name} must be a mapping of fit settings")
+            unknown = set(overrides) - allowed
+            if unknown:
+                raise TrainError(
+                    f"{name}: unknown fit settings {sorted(unknown)}; allowed: {sorted(allowed)}"
+                )
         grid = cls(
             list(spec.get("methods", METHODS)),
             [float(b) for b in spec.get("budgets", [0.2])],
             [int(s) for s in spec.get("seeds", [13])],
             dict(spec.get("fit", {})),
+            {str(k): dict(v or {}) for k, v in variants.items()},
         )
         if not grid.methods or not grid.budgets or not grid.seeds:
             raise TrainError("the grid needs at least one method, one budget and one seed")
         return grid
 
-    def runs(self) -> list[tuple[str, float, int]]:
-        return [(m, b, s) for m in self.methods for b in self.budgets for s in self.seeds]
+    def runs(self) -> list[tuple[str, str, float, int]]:
+        return [
+            (v, m, b, s)
+            for v in self.variants
+            for m in self.methods
+            for b in self.budgets
+            for s in self.seeds
+        ]
+
+    def config(self, variant: str, method: str, seed: int) -> FitConfig:
+        return FitConfig(method=method, seed=seed, **{**self.fit, **self.variants[variant]})  # type: ignore[arg-type]
 
 
-def run_name(method: str, budget: float, seed: int) -> str:
-    return f"{method}-b{budget:g}-s{seed}"
+def run_name(method: str, budget: float, seed: int, variant: str = "") -> str:
+    return f"{method}{'-' + variant if variant else ''}-b{budget:g}-s{seed}"
+
+
+# Settings that only touch fine-tuning: runs differing only in these share the LLM stage.
+_FINETUNE_ONLY = frozenset({"finetune_epochs", "joint_lambda", "version", "model_name"})
+
+
+def pretrain_key(config: FitConfig, data: Dataset) -> str:
+    """A name for the LLM-label stage of ``config`` on ``data``, equal across human budgets."""
+    settings = {k: v for k, v in asdict(config).items() if k not in _FINETUNE_ONLY}
+    digest = hashlib.sha256(
+        json.dumps(
+            {
+                "settings": settings,
+                "utterances": sorted(data.utterances),
+                "tasks": data.labels,
+                "llm": {t: len(e) for t, e in data.ensemble.items()},
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    return f"{config.method}-s{config.seed}-{digest}"
 
 
 def run_grid(
@@ -77,14 +122,14 @@ def run_grid(
     """Run what is missing, then summarise every run found under ``out/runs``."""
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    for method, budget, seed in grid.runs():
-        path = runs_dir / f"{run_name(method, budget, seed)}.json"
+    for variant, method, budget, seed in grid.runs():
+        path = runs_dir / f"{run_name(method, budget, seed, variant)}.json"
         if path.exists():
             continue
         if on_run:
             on_run(path.stem)
         split = split_by_dialogue(data, seed=seed)
-        config = FitConfig(method=method, seed=seed, **grid.fit)  # type: ignore[arg-type]
+        config = grid.config(variant, method, seed)
         trainer = Trainer(
             data,
             split,
@@ -92,9 +137,15 @@ def run_grid(
             config,
             model=model_factory() if model_factory else None,
         )
-        result = trainer.fit(out / "checkpoints" / path.stem, write=False)
+        result = trainer.fit(
+            out / "checkpoints" / path.stem,
+            write=False,
+            pretrained=out / "pretrained" / f"{pretrain_key(config, data)}.pt",
+        )
         record = {
             "method": method,
+            "variant": variant,
+            "overrides": grid.variants[variant],
             "budget": budget,
             "seed": seed,
             "seconds": result.seconds,
@@ -129,17 +180,20 @@ def _teacher(data: Dataset, seed: int) -> dict[str, dict[str, float]]:
 def summarise(data: Dataset, grid: Grid, out: Path) -> dict[str, Any]:
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     rows = []
-    for method in grid.methods:
-        for budget in grid.budgets:
-            mine = [
-                r
-                for r in records
-                if r["method"] == method and r["budget"] == budget and r["seed"] in grid.seeds
-            ]
-            if not mine:
-                continue
+    for variant, method, budget in [
+        (v, m, b) for v in grid.variants for m in grid.methods for b in grid.budgets
+    ]:
+        mine = [
+            r
+            for r in records
+            if r["method"] == method
+            and r.get("variant", "") == variant
+            and r["budget"] == budget
+            and r["seed"] in grid.seeds
+        ]
+        if mine:
             row: dict[str, Any] = {
-                "method": method,
+                "method": f"{method} ({variant})" if variant else method,
                 "budget": budget,
                 "runs": len(mine),
                 "seconds": float(np.mean([r["seconds"] for r in mine])),
@@ -251,4 +305,6 @@ def load_grid(spec_path: Path) -> tuple[Dataset, Grid]:
         base / d["llm"] if d.get("llm") else None,
         skip_tasks=frozenset(labels) - frozenset(chosen),
     )
+    if spec.get("sample"):
+        data = restrict(data, {str(k): int(v) for k, v in spec["sample"].items()})
     return data, Grid.from_dict(spec)

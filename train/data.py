@@ -61,6 +61,12 @@ class Dataset:
                 by_dialogue[u.dialogue_id].append(u)
         return {d: sorted(us, key=lambda u: u.turn) for d, us in by_dialogue.items()}
 
+    def dialogues_by_split(self) -> dict[str, set[str]]:
+        parts: dict[str, set[str]] = defaultdict(set)
+        for u in self.utterances.values():
+            parts[u.split].add(u.dialogue_id)
+        return dict(parts)
+
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line or row number, record) from a JSONL, CSV or Parquet file."""
@@ -99,10 +105,17 @@ def _need(path: Path, number: int, row: dict[str, Any], key: str) -> Any:
     return row[key]
 
 
-def load_utterances(path: Path) -> dict[str, Utterance]:
+def load_utterances(path: Path, columns: dict[str, str] | None = None) -> dict[str, Utterance]:
+    """Utterances by id. ``columns`` maps our field names to the file's (``{"text": "utterance"}``)."""
     utterances: dict[str, Utterance] = {}
     pseudo_index = 0
+    columns = columns or {}
     for number, row in read_rows(path):
+        if columns:
+            missing = [theirs for theirs in columns.values() if theirs not in row]
+            if missing:
+                raise DataError(f"{path}, line {number}: no column(s) {missing}; it has {sorted(row)}")
+            row = {**row, **{ours: row[theirs] for ours, theirs in columns.items()}}
         uid = str(_need(path, number, row, "id"))
         if uid in utterances:
             raise DataError(f"{path}, line {number}: utterance id {uid!r} appears twice")
@@ -150,6 +163,8 @@ def load_dataset(
         for number, row in read_rows(llm):
             if row.get("task") in skip_tasks:
                 continue
+            if row.get("abstained") or not (row.get("scores") or row.get("label")):
+                continue  # a prompt that gave no label: the ensemble averages over those that did
             task, uid, _ = _task_row(llm, number, row, data)
             scores = row.get("scores") or {row["label"]: 1.0}
             unknown = set(scores) - set(labels[task])
@@ -211,6 +226,31 @@ def split_by_dialogue(data: Dataset, dev_fraction: float = 0.1, seed: int = 13) 
     random.Random(seed).shuffle(train)
     n_dev = max(1, round(len(train) * dev_fraction))
     return Split(train=sorted(train[n_dev:]), dev=sorted(train[:n_dev]), test=sorted(parts["test"]))
+
+
+def restrict(data: Dataset, keep: dict[str, int], seed: int = 0) -> Dataset:
+    """A seeded sample of whole dialogues per split (``{"train": 40, "test": 10}``), for corpora too
+    big for a CPU grid; splits not named are kept whole. Gold and LLM labels follow the utterances."""
+    chosen: set[str] = set()
+    for part, dialogues in data.dialogues_by_split().items():
+        ids = sorted(dialogues)
+        if part in keep:
+            if keep[part] < 1:
+                raise DataError(f"keep at least one {part} dialogue, not {keep[part]}")
+            random.Random(seed).shuffle(ids)
+            ids = ids[: keep[part]]
+        chosen.update(ids)
+    unknown = set(keep) - set(data.dialogues_by_split())
+    if unknown:
+        raise DataError(f"no dialogues in split(s) {sorted(unknown)} to sample from")
+    utts = {k: u for k, u in data.utterances.items() if u.dialogue_id in chosen}
+    return Dataset(
+        utts,
+        data.labels,
+        {t: {k: v for k, v in g.items() if k in utts} for t, g in data.gold.items()},
+        {t: {k: v for k, v in e.items() if k in utts} for t, e in data.ensemble.items()},
+        data.skip_tasks,
+    )
 
 
 def human_budget(dialogues: Sequence[str], fraction: float, seed: int = 13) -> list[str]:

@@ -285,16 +285,35 @@ class Trainer:
             self.model.load_state_dict(best_state)
         return metrics
 
-    def fit(self, out_dir: Path, write: bool = True) -> FitResult:
-        """Train both stages; with ``write``, save the best model as a checkpoint in ``out_dir``."""
+    def fit(self, out_dir: Path, write: bool = True, pretrained: Path | None = None) -> FitResult:
+        """Train both stages; with ``write``, save the best model as a checkpoint in ``out_dir``.
+
+        ``pretrained`` caches the LLM stage, which does not depend on the human budget: an existing
+        file is loaded instead of pretraining, a missing one is written after pretraining. The
+        caller keys it (method, seed, settings, data); a grid over budgets pretrains once per seed.
+        """
         cfg = self.config
         started = time.perf_counter()
         train = set(self.split.train)
         if cfg.method != "ce_human":
-            llm_utts = self._utterances(train, lambda u: any(u.id in s for s in self.data.ensemble.values()))
-            if not llm_utts:
-                raise TrainError(f"method {cfg.method!r} needs LLM label records for the training utterances")
-            self._stage("pretrain", llm_utts, cfg.pretrain_epochs, self._llm_loss)
+            if pretrained is not None and pretrained.is_file():
+                self.model.load_state_dict(torch.load(pretrained, map_location=self.device))
+                log.info("pretrained stage loaded", path=str(pretrained))
+            else:
+                llm_utts = self._utterances(
+                    train, lambda u: any(u.id in s for s in self.data.ensemble.values())
+                )
+                if not llm_utts:
+                    raise TrainError(
+                        f"method {cfg.method!r} needs LLM label records for the training utterances"
+                    )
+                self._stage("pretrain", llm_utts, cfg.pretrain_epochs, self._llm_loss)
+                if pretrained is not None:
+                    pretrained.parent.mkdir(parents=True, exist_ok=True)
+                    partial = pretrained.with_suffix(".partial")
+                    torch.save(self.model.state_dict(), partial)
+                    partial.replace(pretrained)
+        torch.manual_seed(cfg.seed + 1)  # the same fine-tuning whether the LLM stage ran or was loaded
         human_utts = self._utterances(
             self.human & train, lambda u: any(u.id in g for g in self.data.gold.values())
         )
