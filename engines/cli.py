@@ -85,7 +85,7 @@ def check_manifest(path: Path) -> None:
     )
 
 
-def _sample_rows(path: Path | None) -> list[dict[str, Any]]:
+def sample_rows(path: Path | None) -> list[dict[str, Any]]:
     """Verification texts: a JSONL file with 'text' (and optional 'gold' {task: label}), or the samples."""
     if path is None:
         from stream.samples import conversations_path
@@ -121,23 +121,14 @@ def export(
     """Turn a training CHECKPOINT into a registered bundle: ONNX (opset 17, dynamic batch and sequence),
     tokenizer, torch weights, verification sample and manifest, checked against torch, moved into the
     registry in one step."""
-    from engines.export import build_bundle
-    from engines.registry import Registry
+    from engines.publish import register_checkpoint
 
     settings = _settings(ctx)
-    registry = Registry(settings.registry_uri)
-    staged = build_bundle(checkpoint, registry.staging_dir(), _sample_rows(sample), version)  # type: ignore[arg-type]
-    bundle = registry.put(staged)
-    console.print(f"registered {bundle.label} at {registry.uri}")
+    bundle, event = register_checkpoint(checkpoint, settings.registry_uri, sample_rows(sample), version)
+    console.print(f"registered {bundle.label} at {settings.registry_uri}")
     if publish:
-        from engines.events import ModelTrained
         from engines.publish import publish as publish_events
 
-        event = ModelTrained(
-            model=bundle.manifest.model,
-            version=bundle.manifest.version,
-            bundle_uri=f"{registry.uri.rstrip('/')}/{bundle.manifest.model}/{bundle.manifest.version}",
-        )
         run(publish_events(settings.kafka, settings.topics.model_events, event))
         console.print(f"published model_trained for {bundle.label}")
 
@@ -279,7 +270,7 @@ def bench(
     from engines.bench import bench as run_bench
 
     bundle = _open(ctx, model, version)
-    sample = [r["text"] for r in _sample_rows(texts)][:limit]
+    sample = [r["text"] for r in sample_rows(texts)][:limit]
     options = EngineOptions(device=device, precision=precision, threads=threads)  # type: ignore[arg-type]
     rows = run_bench(bundle, backend, options, sample, batches or (1, 8, 32, 128), min_seconds=seconds)
     table = Table("backend", "batch", "bucketed", "utt/s", "p50 ms", "p99 ms", "peak RSS MB")

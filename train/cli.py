@@ -105,6 +105,19 @@ def demo_bundle(work_dir: Path, target: str) -> None:
 @click.option("--finetune-epochs", type=int, default=5)
 @click.option("--max-length", type=int, default=64)
 @click.option("--device", default="cpu", help="cpu or cuda.")
+@click.option(
+    "--publish",
+    is_flag=True,
+    help="Then export the checkpoint into the registry (PARLEY_TRAIN_REGISTRY_URI) and announce it with "
+    "model_trained on model-events, so engine builders compile and roll it out.",
+)
+@click.option(
+    "--sample",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --publish: JSONL of {'text', 'gold'?} the bundle's engines are verified on "
+    "(default: the sample conversations).",
+)
 def fit(
     utterances: Path,
     labels_path: Path,
@@ -122,6 +135,8 @@ def fit(
     finetune_epochs: int,
     max_length: int,
     device: str,
+    publish: bool,
+    sample: Path | None,
 ) -> None:
     """Train the student: LLM-label pretraining (for the method: the intra-dialogue preference loss),
     then fine-tuning on the human labels of a budget of training dialogues, with early stopping on a
@@ -136,7 +151,7 @@ def fit(
     from train.loop import FitConfig, Trainer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    load_settings(TrainerSettings)  # logging and settings, once
+    settings = load_settings(TrainerSettings)  # logging and settings, once
     all_labels = json.loads(labels_path.read_text())
     chosen = {t: all_labels[t] for t in (tasks or all_labels)}
     data = load_dataset(utterances, chosen, gold, llm, skip_tasks=frozenset(all_labels) - frozenset(chosen))
@@ -184,6 +199,15 @@ def fit(
             indent=2,
         )
     )
+    if publish:
+        from engines.cli import sample_rows
+        from engines.publish import publish as publish_events
+        from engines.publish import register_checkpoint
+
+        bundle, event = register_checkpoint(result.checkpoint, settings.registry_uri, sample_rows(sample))
+        click.echo(f"registered {bundle.label} in {settings.registry_uri}")
+        run(publish_events(settings.kafka, settings.topics.model_events, event))
+        click.echo(f"published model_trained for {bundle.label} on {settings.topics.model_events}")
 
 
 @group.command()

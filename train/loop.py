@@ -58,6 +58,8 @@ class FitConfig:
     encoder: str | None = None
     """Hub id or local path; the packaged all-MiniLM-L6-v2 by default."""
     max_length: int = 64
+    context_turns: int = 0
+    """Previous turns of the dialogue given to the encoder as the second text of a pair (0: none)."""
     alpha: float = 1.0
     tau: float = 0.1
     form: Literal["softplus", "hinge"] = "softplus"
@@ -80,6 +82,8 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise TrainError(f"unknown method {self.method!r}; use one of {METHODS}")
+        if self.context_turns < 0:
+            raise TrainError(f"context_turns must be 0 or more, not {self.context_turns}")
 
 
 @dataclass
@@ -140,16 +144,29 @@ class Trainer:
         self.distill = SoftLabelDistillationLoss()
         self.gce = GeneralizedCrossEntropyLoss(config.gce_q)
         self.history: list[dict[str, float]] = []
+        self.context: dict[str, str] = {}
+        if config.context_turns > 0:
+            for turns in data.dialogues().values():
+                for k, u in enumerate(turns):
+                    previous = turns[max(0, k - config.context_turns) : k]
+                    self.context[u.id] = " ".join(p.text for p in previous)
 
     # -- data -------------------------------------------------------------------------------------
     def _encode(self, batch: Sequence[Utterance]) -> dict[str, Tensor]:
-        enc = self.tokenizer(
-            [u.text for u in batch],
-            padding=True,
-            truncation=True,
-            max_length=self.config.max_length,
-            return_tensors="pt",
-        )
+        texts = [u.text for u in batch]
+        if self.config.context_turns > 0:  # the utterance first, so truncation cuts the context
+            enc = self.tokenizer(
+                texts,
+                [self.context.get(u.id, "") for u in batch],
+                padding=True,
+                truncation="only_second",
+                max_length=self.config.max_length,
+                return_tensors="pt",
+            )
+        else:
+            enc = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+            )
         return {
             k: v.to(self.device)
             for k, v in enc.items()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,10 +121,21 @@ def test_bad_configurations_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_fit_command_on_the_real_minilm(tmp_path: Path) -> None:
-    """`parley train fit` on the real MiniLM over a few dozen utterances writes a checkpoint that
-    `parley engine check-manifest` accepts."""
+def test_fit_command_on_the_real_minilm(
+    tmp_path: Path, kafka_settings: Any, unique_name: Callable[[str], str]
+) -> None:
+    """`parley train fit --publish` on the real MiniLM over a few dozen utterances writes a checkpoint
+    that `parley engine check-manifest` accepts, registers it as a bundle and announces it on Kafka."""
+    import asyncio
     import json
+
+    from engines.events import ModelTrained, decode_model_event
+    from engines.registry import Registry
+    from stream.tail import read
+    from stream.topics import TopicSpec, delete_topics, ensure_topics
+
+    topic = unique_name("events")
+    asyncio.run(ensure_topics(kafka_settings, [TopicSpec(topic, 1)]))
 
     from click.testing import CliRunner
 
@@ -178,10 +191,34 @@ def test_fit_command_on_the_real_minilm(tmp_path: Path) -> None:
             str(tmp_path / "ckpt"),
             "--version",
             "t1",
+            "--publish",
         ],
-        env={"PARLEY_TRAIN_LOG_FORMAT": "json"},
+        env={
+            "PARLEY_TRAIN_LOG_FORMAT": "json",
+            "PARLEY_TRAIN_REGISTRY_URI": str(tmp_path / "registry"),
+            "PARLEY_TOPIC_MODEL_EVENTS": topic,
+            "PARLEY_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        },
     )
     assert result.exit_code == 0, result.output
+    bundle = Registry(str(tmp_path / "registry")).open("student", "t1")
+    assert (bundle.path / "model.onnx").is_file()
+
+    async def announced() -> list[Any]:
+        try:
+            return [
+                decode_model_event(r.value)
+                async for r in read(
+                    kafka_settings, topic, start="beginning", max_messages=1, idle_timeout_s=15
+                )
+            ]
+        finally:
+            await delete_topics(kafka_settings, [topic])
+
+    [event] = asyncio.run(announced())
+    assert isinstance(event, ModelTrained)
+    assert (event.model, event.version) == ("student", "t1")
+    assert event.bundle_uri.endswith("student/t1")
     checked = CliRunner().invoke(cli, ["engine", "check-manifest", str(tmp_path / "ckpt")])
     assert checked.exit_code == 0, checked.output
     assert "student/t1" in checked.output
@@ -208,3 +245,68 @@ def test_fit_command_on_the_real_minilm(tmp_path: Path) -> None:
     assert (tmp_path / "report" / "confusion-sentiment.png").stat().st_size > 1000
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics[0]["teacher"]["accuracy"] == 1.0  # the test's LLM records are its gold labels
+
+
+def context_dataset(n_dialogues: int = 60, seed: int = 1) -> Dataset:
+    """Each answer's label is the class of the *previous* turn's words; the answer itself is the same
+    neutral text every time, so only a model that reads the context can beat chance."""
+    rng = random.Random(seed)
+    utterances, gold, ensemble = {}, {}, {}
+    for d in range(n_dialogues):
+        split = "test" if d >= n_dialogues - 12 else "train"
+        for pair in range(3):
+            label = rng.choice(LABELS)
+            question = " ".join(rng.choice(WORDS[label]) for _ in range(3))
+            q, a = f"d{d}-{2 * pair}", f"d{d}-{2 * pair + 1}"
+            utterances[q] = Utterance(q, f"d{d}", 2 * pair, question, split)
+            utterances[a] = Utterance(a, f"d{d}", 2 * pair + 1, "okay i see", split)
+            gold[a] = label
+            ensemble[a] = [0.7 if name == label else 0.15 for name in LABELS]
+    return Dataset(utterances, {"sentiment": LABELS}, {"sentiment": gold}, {"sentiment": ensemble})
+
+
+@pytest.mark.slow
+def test_context_turns_let_the_student_read_the_previous_turn(tmp_path: Path) -> None:
+    data = context_dataset()
+    split = split_by_dialogue(data, dev_fraction=0.2, seed=0)
+    scores = {}
+    for turns in (0, 1):
+        config = FitConfig(
+            method="ce_human",
+            finetune_epochs=8,
+            lr=3e-3,
+            head_lr=3e-3,
+            batch_size=16,
+            max_length=24,
+            patience=8,
+            context_turns=turns,
+        )
+        trainer = Trainer(data, split, split.train, config, model=tiny_student())
+        result = trainer.fit(tmp_path / f"ckpt-{turns}")
+        scores[turns] = trainer.evaluate(split.test)["sentiment/accuracy"]
+    assert scores[1] > 0.6, scores  # reads the question before the answer
+    assert scores[0] < 0.5, scores  # the answer alone says nothing
+    assert read_checkpoint(result.checkpoint)[0].training.config["context_turns"] == 1
+    from engines.errors import EngineError
+    from engines.export import build_bundle
+
+    with pytest.raises(EngineError, match="trained with 1 previous turn"):
+        build_bundle(result.checkpoint, tmp_path / "staging", [{"text": "hello"}])
+
+
+def test_context_is_the_second_text_and_truncation_spares_the_utterance() -> None:
+    data = context_dataset(4)
+    split = split_by_dialogue(data, dev_fraction=0.5, seed=0)
+    config = FitConfig(method="ce_human", max_length=12, context_turns=1)
+    trainer = Trainer(data, split, split.train, config, model=tiny_student())
+    answer = data.utterances["d0-1"]
+    long_question = Utterance("d0-0", "d0", 0, " ".join(["terrible"] * 40), "train")
+    trainer.context["d0-1"] = long_question.text
+    enc = trainer._encode([answer])
+    ids = enc["input_ids"][0].tolist()
+    assert len(ids) == 12
+    text = trainer.tokenizer.decode(ids, skip_special_tokens=True)
+    assert text.startswith("okay i see")
+    assert "terrible" in text
+    with pytest.raises(TrainError, match="context_turns"):
+        FitConfig(context_turns=-1)
