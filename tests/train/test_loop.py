@@ -295,7 +295,7 @@ def test_context_turns_let_the_student_read_the_previous_turn(tmp_path: Path) ->
 
 
 def test_context_is_the_second_text_and_truncation_spares_the_utterance() -> None:
-    data = context_dataset(4)
+    data = context_dataset(16)
     split = split_by_dialogue(data, dev_fraction=0.5, seed=0)
     config = FitConfig(method="ce_human", max_length=12, context_turns=1)
     trainer = Trainer(data, split, split.train, config, model=tiny_student())
