@@ -97,7 +97,9 @@ _FINETUNE_ONLY = frozenset({"finetune_epochs", "joint_lambda", "version", "model
 
 def pretrain_key(config: FitConfig, data: Dataset) -> str:
     """A name for the LLM-label stage of ``config`` on ``data``, equal across human budgets."""
-    settings = {k: v for k, v in asdict(config).items() if k not in _FINETUNE_ONLY}
+    defaults = asdict(FitConfig(method=config.method, seed=config.seed))
+    # only settings off their defaults: a new setting (with a default) keeps existing keys valid
+    settings = {k: v for k, v in asdict(config).items() if k not in _FINETUNE_ONLY and v != defaults[k]}
     digest = hashlib.sha256(
         json.dumps(
             {

@@ -56,3 +56,38 @@ def test_bad_grids_are_refused() -> None:
         Grid.from_dict({"methods": ["magic"]})
     with pytest.raises(TrainError, match="learning_rate"):
         Grid.from_dict({"fit": {"learning_rate": 1}})
+
+
+@pytest.mark.slow
+def test_the_llm_stage_runs_once_per_seed_across_budgets_and_finetune_only_variants(tmp_path: Path) -> None:
+    """Budgets and fine-tuning-only variants share one cached LLM stage; a loss setting does not; a
+    run that loads the cached stage ends exactly where one that trained it would."""
+    data = synthetic(30)
+    fit = {"pretrain_epochs": 1, "finetune_epochs": 1, "lr": 3e-3, "head_lr": 3e-3, "max_length": 16}
+    grid = Grid.from_dict(
+        {
+            "methods": ["method"],
+            "budgets": [0.3, 0.6],
+            "seeds": [1],
+            "fit": fit,
+            "variants": {"base": {}, "joint": {"joint_lambda": 0.5}, "hinge": {"form": "hinge"}},
+        }
+    )
+    ran: list[str] = []
+    summary = run_grid(data, grid, tmp_path, model_factory=tiny_student, on_run=ran.append)
+    assert len(ran) == 6
+    assert "method-joint-b0.3-s1" in ran
+    assert len(list((tmp_path / "pretrained").glob("*.pt"))) == 2  # base (shared with joint), hinge
+    assert [r["method"] for r in summary["rows"]][:2] == ["method (base)", "method (base)"]
+    # the same run from scratch, without the cache, gives the same test scores
+    fresh = tmp_path / "fresh"
+    again = Grid.from_dict({"methods": ["method"], "budgets": [0.6], "seeds": [1], "fit": fit})
+    run_grid(data, again, fresh, model_factory=tiny_student)
+    cached = json.loads((tmp_path / "runs" / "method-base-b0.6-s1.json").read_text())["test"]
+    scratch = json.loads((fresh / "runs" / "method-b0.6-s1.json").read_text())["test"]
+    assert cached == pytest.approx(scratch)
+
+
+def test_variants_are_checked_like_fit_settings() -> None:
+    with pytest.raises(TrainError, match="variant 'x': unknown fit settings \\['tua'\\]"):
+        Grid.from_dict({"variants": {"x": {"tua": 0.1}}})

@@ -173,3 +173,26 @@ def test_records_of_tasks_not_chosen_are_passed_over(files: dict[str, Path], tmp
     assert data.gold == {"sentiment": {"d0-0": "positive"}}
     with pytest.raises(DataError, match="unknown task 'emotion'"):
         load_dataset(files["utterances"], LABELS, other)
+
+
+def test_restrict_samples_whole_dialogues_per_split_with_their_labels() -> None:
+    from train.data import Dataset, Utterance, restrict
+
+    utts = {
+        f"{s}{d}-{t}": Utterance(f"{s}{d}-{t}", f"{s}{d}", t, "x", s)
+        for s in ("train", "test")
+        for d in range(5)
+        for t in range(3)
+    }
+    data = Dataset(
+        utts, {"t": ["a", "b"]}, {"t": dict.fromkeys(utts, "a")}, {"t": {k: [1.0, 0.0] for k in utts}}
+    )
+    small = restrict(data, {"train": 2})
+    dialogues = small.dialogues_by_split()
+    assert len(dialogues["train"]) == 2
+    assert len(dialogues["test"]) == 5
+    assert all(len(turns) == 3 for turns in small.dialogues().values())  # whole dialogues
+    assert set(small.gold["t"]) == set(small.utterances) == set(small.ensemble["t"])
+    assert restrict(data, {"train": 2}).utterances.keys() == small.utterances.keys()  # seeded
+    with pytest.raises(DataError, match="no dialogues in split"):
+        restrict(data, {"dev": 1})
