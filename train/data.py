@@ -8,10 +8,12 @@ Each may also be CSV or Parquet with the same columns (``scores`` as a JSON stri
 records of one (utterance, task) are averaged over prompts into the *ensemble score* s_c(u), a
 distribution over the task's labels (labels a prompt did not score count as 0; rows are renormalised).
 
-Splits are by dialogue, never by utterance. Utterances without a dialogue (single-sentence corpora)
-are grouped into *pseudo-dialogues* of ``PSEUDO_DIALOGUE_SIZE`` consecutive utterances in file order,
-so the pairwise loss still has partners; the rule is deliberately simple (file order, no content), so
-that pairs compare unrelated utterances, which is what a dialogue-free corpus can offer.
+Splits are by dialogue, never by utterance. Utterances without a dialogue (no ``dialogue_id``, or a
+dialogue of one turn: single-sentence corpora) are grouped for training into *pseudo-dialogues* of
+``PSEUDO_DIALOGUE_SIZE`` consecutive utterances in file order, within each split, so the pairwise
+loss still has partners; the rule is deliberately simple (file order, no content), so that pairs
+compare unrelated utterances, which is what a dialogue-free corpus can offer. Its effect is measured
+in docs/training.md.
 """
 
 from __future__ import annotations
@@ -108,7 +110,6 @@ def _need(path: Path, number: int, row: dict[str, Any], key: str) -> Any:
 def load_utterances(path: Path, columns: dict[str, str] | None = None) -> dict[str, Utterance]:
     """Utterances by id. ``columns`` maps our field names to the file's (``{"text": "utterance"}``)."""
     utterances: dict[str, Utterance] = {}
-    pseudo_index = 0
     columns = columns or {}
     for number, row in read_rows(path):
         if columns:
@@ -121,12 +122,8 @@ def load_utterances(path: Path, columns: dict[str, str] | None = None) -> dict[s
             raise DataError(f"{path}, line {number}: utterance id {uid!r} appears twice")
         dialogue = row.get("dialogue_id")
         turn = row.get("turn")
-        if dialogue in (None, ""):
-            dialogue, turn = (
-                f"pseudo-{pseudo_index // PSEUDO_DIALOGUE_SIZE:06d}",
-                pseudo_index % PSEUDO_DIALOGUE_SIZE,
-            )
-            pseudo_index += 1
+        if dialogue in (None, ""):  # its own one-turn dialogue (training regroups those)
+            dialogue, turn = f"single-{uid}", 0
         utterances[uid] = Utterance(
             uid,
             str(dialogue),
@@ -140,6 +137,27 @@ def load_utterances(path: Path, columns: dict[str, str] | None = None) -> dict[s
     return utterances
 
 
+def pseudo_dialogues(
+    utterances: dict[str, Utterance], size: int = PSEUDO_DIALOGUE_SIZE
+) -> dict[str, Utterance]:
+    """Group one-turn dialogues (utterances without a dialogue) into pseudo-dialogues of ``size``
+    consecutive utterances in file order, within each split, so the pairwise loss has partners.
+    Utterances of real dialogues are untouched. Labelling does not do this (its context prompt would
+    show unrelated sentences as previous turns); training does."""
+    counts: dict[str, int] = defaultdict(int)
+    for u in utterances.values():
+        counts[u.dialogue_id] += 1
+    index: dict[str, int] = defaultdict(int)
+    out = {}
+    for uid, u in utterances.items():
+        if counts[u.dialogue_id] == 1:
+            k = index[u.split]
+            index[u.split] += 1
+            u = Utterance(u.id, f"pseudo-{u.split}-{k // size:06d}", k % size, u.text, u.split, u.speaker)
+        out[uid] = u
+    return out
+
+
 def load_dataset(
     utterances: Path,
     labels: dict[str, list[str]],
@@ -149,7 +167,7 @@ def load_dataset(
 ) -> Dataset:
     """Read and check everything: unknown utterances, unknown tasks and labels outside a task's set
     are errors. Records of ``skip_tasks`` (known tasks that were not chosen) are passed over."""
-    data = Dataset(load_utterances(utterances), labels)
+    data = Dataset(pseudo_dialogues(load_utterances(utterances)), labels)
     data.skip_tasks = skip_tasks
     if gold is not None:
         for number, row in read_rows(gold):

@@ -14,6 +14,7 @@ from train.data import (
     human_budget,
     load_dataset,
     load_utterances,
+    pseudo_dialogues,
     split_by_dialogue,
 )
 
@@ -109,11 +110,21 @@ def test_human_budget_is_a_seeded_fraction_of_dialogues() -> None:
 
 def test_utterances_without_dialogues_form_pseudo_dialogues(tmp_path: Path) -> None:
     """Single sentences are grouped in file order into pseudo-dialogues of a fixed size."""
-    path = _jsonl(tmp_path / "u.jsonl", [{"id": f"s{i}", "text": f"sentence {i}"} for i in range(40)])
-    utterances = load_utterances(path)
-    dialogues = {u.dialogue_id for u in utterances.values()}
-    assert len(dialogues) == 3  # 16 + 16 + 8
+    rows = [{"id": f"s{i}", "text": f"sentence {i}"} for i in range(40)]
+    rows += [{"id": f"one{i}", "dialogue_id": f"x{i}", "text": "alone", "split": "test"} for i in range(3)]
+    rows += [{"id": f"d{i}", "dialogue_id": "real", "turn": i, "text": "talk"} for i in range(2)]
+    path = _jsonl(tmp_path / "u.jsonl", rows)
+    assert len({u.dialogue_id for u in load_utterances(path).values()}) == 44  # labelling: as they are
+    utterances = pseudo_dialogues(load_utterances(path))
+    train = {u.dialogue_id for u in utterances.values() if u.split == "train"}
+    assert len(train) == 4  # 16 + 16 + 8, and the real dialogue
     assert utterances[f"s{PSEUDO_DIALOGUE_SIZE}"].turn == 0
+    assert (
+        utterances[f"s{PSEUDO_DIALOGUE_SIZE + 1}"].dialogue_id
+        == utterances[f"s{PSEUDO_DIALOGUE_SIZE}"].dialogue_id
+    )
+    assert {utterances[f"one{i}"].dialogue_id for i in range(3)} == {"pseudo-test-000000"}  # never straddling
+    assert utterances["d1"].dialogue_id == "real"
 
 
 @pytest.mark.parametrize(
