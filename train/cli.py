@@ -259,7 +259,12 @@ def evaluate(
         data,
         split,
         [],
-        FitConfig(method="ce_human", max_length=manifest.max_length, encoder=str(checkpoint / "tokenizer")),
+        FitConfig(
+            method="ce_human",
+            max_length=manifest.max_length,
+            encoder=str(checkpoint / "tokenizer"),
+            context_turns=int(manifest.training.config.get("context_turns") or 0),  # type: ignore[arg-type]
+        ),
         model=model,
     )
     test_utts, test_probs = trainer.predict(split.test)
@@ -285,7 +290,13 @@ def evaluate(
         images[task] = confusion_png(report, out / f"confusion-{task}.png").name
         reports.append(report)
     (out / "metrics.json").write_text(json.dumps([asdict(r) for r in reports], indent=2))
-    (out / "report.md").write_text(markdown(reports, f"{manifest.model}/{manifest.version}", images))
+    text = markdown(reports, f"{manifest.model}/{manifest.version}", images)
+    if (checkpoint / "learning-curve.png").is_file():
+        import shutil
+
+        shutil.copy(checkpoint / "learning-curve.png", out / "learning-curve.png")
+        text += "\n## Learning curve\n\n![training loss and dev macro-F1 per epoch](learning-curve.png)\n"
+    (out / "report.md").write_text(text)
     click.echo(f"wrote {out / 'report.md'}")
 
 

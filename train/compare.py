@@ -153,6 +153,7 @@ def run_grid(
             "seconds": result.seconds,
             "test": trainer.evaluate(split.test),
             "dev": result.metrics,
+            "history": result.history,
         }
         path.write_text(json.dumps(record, indent=2))  # written whole, last: a run exists once it ended
         log.info("run done", run=path.stem, seconds=round(result.seconds, 1), test=record["test"])

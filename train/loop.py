@@ -16,6 +16,7 @@ label maps, the data fingerprints and the metrics.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import time
@@ -277,7 +278,7 @@ class Trainer:
             score = float(np.mean([metrics[f"{t}/macro_f1"] for t in self.tasks]))
             self.history.append(
                 {
-                    "stage": name == "finetune",
+                    "stage": float(name == "finetune"),
                     "epoch": epoch,
                     "train_loss": running / max(step, 1),
                     "dev_macro_f1": score,
@@ -362,6 +363,8 @@ class Trainer:
             data_fingerprints={"utterances": _fingerprint(sorted(self.data.utterances))},
         )
         path = write_checkpoint(self.model.cpu().eval(), self.encoder, manifest, out_dir)
+        (path / "history.json").write_text(json.dumps(self.history, indent=2))
+        learning_curve_png(self.history, path / "learning-curve.png")
         return FitResult(path, metrics, self.history, seconds)
 
     @torch.inference_mode()
@@ -405,3 +408,28 @@ def _inputs(model: StudentModel) -> list[str]:
 
 def _fingerprint(items: Sequence[Any]) -> str:
     return hashlib.sha256("\n".join(map(str, items)).encode()).hexdigest()
+
+
+def learning_curve_png(history: Sequence[dict[str, float]], path: Path) -> Path:
+    """Training loss and development macro-F1 per epoch, pretraining then fine-tuning."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, loss_ax = plt.subplots(figsize=(6, 3.5))
+    x = list(range(1, len(history) + 1))
+    loss_ax.plot(x, [h["train_loss"] for h in history], "o-", color="tab:blue", label="training loss")
+    loss_ax.set_xlabel("epoch (pretraining, then fine-tuning)")
+    loss_ax.set_ylabel("training loss", color="tab:blue")
+    f1_ax = loss_ax.twinx()
+    f1_ax.plot(x, [h["dev_macro_f1"] for h in history], "s-", color="tab:orange", label="dev macro-F1")
+    f1_ax.set_ylabel("dev macro-F1 (mean over tasks)", color="tab:orange")
+    switch = next((k for k, h in enumerate(history) if h["stage"]), None)
+    if switch:
+        loss_ax.axvline(switch + 0.5, color="grey", linestyle="--")
+        loss_ax.text(switch + 0.55, loss_ax.get_ylim()[1], "fine-tuning", va="top", fontsize=8, color="grey")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

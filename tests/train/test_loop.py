@@ -245,6 +245,10 @@ def test_fit_command_on_the_real_minilm(
     assert (tmp_path / "report" / "confusion-sentiment.png").stat().st_size > 1000
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics[0]["teacher"]["accuracy"] == 1.0  # the test's LLM records are its gold labels
+    history = json.loads((tmp_path / "ckpt" / "history.json").read_text())
+    assert [h["stage"] for h in history] == [0.0, 1.0]  # one pretraining and one fine-tuning epoch
+    assert "![training loss and dev macro-F1 per epoch](learning-curve.png)" in report
+    assert (tmp_path / "report" / "learning-curve.png").stat().st_size > 1000
 
 
 def context_dataset(n_dialogues: int = 60, seed: int = 1) -> Dataset:
