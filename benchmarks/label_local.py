@@ -67,48 +67,61 @@ def main() -> None:
     loaded = load_causal_lm(None)
     load_s = time.perf_counter() - started
     bank = read_bank(None)
-    timings = []
-    merged = args.work / "all" / "llm_labels.jsonl"
-    merged.parent.mkdir(parents=True, exist_ok=True)
-    with merged.open("w") as out:
-        for prompt in bank.for_task(task.name):
-            folder = args.work / prompt.id
-            shutil.rmtree(folder, ignore_errors=True)
-            backend = LocalBackend(loaded=loaded, batch_size=args.batch_size)
-            t0 = time.perf_counter()
-            summary = asyncio.run(
-                label(
-                    sample,
-                    [task],
-                    PromptBank((prompt,)),
-                    backend,
-                    AnswerCache(folder / "cache.sqlite"),
-                    folder,
-                    batch_size=32,
-                    progress=False,
-                )
-            )
-            seconds = time.perf_counter() - t0
-            timings.append(
-                {
-                    "prompt": prompt.id,
-                    "requests": summary.backend_calls,
-                    "seconds": seconds,
-                    "requests_per_s": summary.backend_calls / seconds,
-                    "mean_prompt_tokens": summary.prompt_tokens / max(summary.backend_calls, 1),
-                }
-            )
-            print(json.dumps(timings[-1]), flush=True)
-            out.write((folder / "llm_labels.jsonl").read_text())
-    total = sum(t["seconds"] for t in timings)
     labels = {task.name: list(task.labels)}
-    report_dir = args.work / "report"
-    write_report(merged, gold, report_dir, labels)
-    [report] = build(merged, gold, labels)
     card = json.loads((args.data / "card.json").read_text())
+    modes = {}
+    for calibrate in (False, True):
+        mode = "calibrated" if calibrate else "raw"
+        timings = []
+        merged = args.work / mode / "all" / "llm_labels.jsonl"
+        merged.parent.mkdir(parents=True, exist_ok=True)
+        with merged.open("w") as out:
+            for prompt in bank.for_task(task.name):
+                folder = args.work / mode / prompt.id
+                shutil.rmtree(folder, ignore_errors=True)
+                backend = LocalBackend(loaded=loaded, batch_size=args.batch_size, calibrate=calibrate)
+                t0 = time.perf_counter()
+                summary = asyncio.run(
+                    label(
+                        sample,
+                        [task],
+                        PromptBank((prompt,)),
+                        backend,
+                        AnswerCache(folder / "cache.sqlite"),
+                        folder,
+                        batch_size=32,
+                        progress=False,
+                    )
+                )
+                seconds = time.perf_counter() - t0
+                timings.append(
+                    {
+                        "prompt": prompt.id,
+                        "requests": summary.backend_calls,
+                        "seconds": seconds,
+                        "requests_per_s": summary.backend_calls / seconds,
+                        "mean_prompt_tokens": summary.prompt_tokens / max(summary.backend_calls, 1),
+                    }
+                )
+                print(mode, json.dumps(timings[-1]), flush=True)
+                out.write((folder / "llm_labels.jsonl").read_text())
+        write_report(merged, gold, args.work / mode / "report", labels)
+        [report] = build(merged, gold, labels)
+        total = sum(t["seconds"] for t in timings)
+        modes[mode] = {
+            "prompts": timings,
+            "bank_seconds": total,
+            "bank_utterances_per_s": len(sample) / total,
+            "quality": {
+                name: vars(s) for name, s in [*report.prompts.items(), ("ensemble", report.ensemble)]
+            },
+            "kappa": report.kappa,
+            "confusions": report.confusions,
+        }
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), CPU only, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), CPU only, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
         "command": "python benchmarks/label_local.py " + " ".join(sys.argv[1:]),
         "revision": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -118,12 +131,7 @@ def main() -> None:
         "utterances": len(sample),
         "dialogues": len(dialogues),
         "task": task.name,
-        "prompts": timings,
-        "bank_seconds": total,
-        "bank_utterances_per_s": len(sample) / total,
-        "quality": {name: vars(s) for name, s in [*report.prompts.items(), ("ensemble", report.ensemble)]},
-        "kappa": report.kappa,
-        "confusions": report.confusions,
+        "modes": modes,
         "simulated_teacher_on_test": card["tasks"][task.name]["teacher_on_test"],
         "majority_share": card["tasks"][task.name]["majority_share"],
     }
@@ -134,44 +142,57 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
+    raw, cal = r["modes"]["raw"], r["modes"]["calibrated"]
     lines = [
         "# Local LLM labelling: SmolLM2-135M-Instruct on CPU",
         "",
         f"- date: {r['date']}, revision {r['revision']}",
-        f"- machine: {r['machine']}",
+        f"- machine: {r['machine']}; the training grids were paused (SIGSTOP) while this ran",
         f"- command: `{r['command']}`",
-        f"- model: {r['model']} (loaded in {r['model_load_s']:.1f} s), likelihood scoring of each label",
-        f"- sample: {r['utterances']} utterances, the first {r['dialogues']} dialogues of DailyDialog's test split; task `{r['task']}`",
+        f"- model: {r['model']} (loaded in {r['model_load_s']:.1f} s), likelihood scoring of each label; "
+        '*calibrated* divides by each label\'s likelihood for the content-free utterance "N/A" under the '
+        "same prompt (`--calibrate`)",
+        f"- sample: {r['utterances']} utterances, the first {r['dialogues']} dialogues of DailyDialog's test "
+        f"split; task `{r['task']}`; the default five-prompt bank",
         "",
-        "## Throughput",
+        "## Throughput (requests/s; one request = one utterance under one prompt)",
         "",
-        "| prompt | requests | mean prompt tokens | seconds | requests/s |",
-        "|---|---|---|---|---|",
+        "| prompt | mean prompt tokens | raw: seconds | raw: requests/s | calibrated: seconds | calibrated: requests/s |",
+        "|---|---|---|---|---|---|",
     ]
-    for t in r["prompts"]:
+    for a, b in zip(raw["prompts"], cal["prompts"], strict=True):
         lines.append(
-            f"| {t['prompt']} | {t['requests']} | {t['mean_prompt_tokens']:.0f} | {t['seconds']:.1f} | {t['requests_per_s']:.2f} |"
+            f"| {a['prompt']} | {a['mean_prompt_tokens']:.0f} | {a['seconds']:.1f} | {a['requests_per_s']:.2f} | "
+            f"{b['seconds']:.1f} | {b['requests_per_s']:.2f} |"
         )
     lines += [
         "",
-        f"The whole {len(r['prompts'])}-prompt bank: **{r['bank_utterances_per_s']:.2f} utterances/s** "
-        f"({r['bank_seconds']:.0f} s for {r['utterances']} utterances).",
+        f"The whole bank: **{raw['bank_utterances_per_s']:.2f} utterances/s** raw, "
+        f"{cal['bank_utterances_per_s']:.2f} calibrated ({raw['bank_seconds']:.0f} s and "
+        f"{cal['bank_seconds']:.0f} s for {r['utterances']} utterances).",
         "",
         "## Quality against gold",
         "",
-        "| prompt | accuracy | macro-F1 | ECE |",
-        "|---|---|---|---|",
+        "| prompt | raw: accuracy | raw: macro-F1 | raw: ECE | calibrated: accuracy | calibrated: macro-F1 | calibrated: ECE |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, q in r["quality"].items():
-        lines.append(f"| {name} | {q['accuracy']:.4f} | {q['macro_f1']:.4f} | {q['ece']:.4f} |")
+    for name in raw["quality"]:
+        a, b = raw["quality"][name], cal["quality"][name]
+        lines.append(
+            f"| {name} | {a['accuracy']:.4f} | {a['macro_f1']:.4f} | {a['ece']:.4f} | "
+            f"{b['accuracy']:.4f} | {b['macro_f1']:.4f} | {b['ece']:.4f} |"
+        )
     sim = r["simulated_teacher_on_test"]["ensemble"]
     lines += [
         "",
         f"Majority class share: {r['majority_share']:.4f}. For scale, the *simulated* prompt bank of "
-        f"../shared/data scores {sim['accuracy']:.4f} accuracy / {sim['macro_f1']:.4f} macro-F1 on the whole test split.",
+        f"../shared/data scores {sim['accuracy']:.4f} accuracy / {sim['macro_f1']:.4f} macro-F1 on the whole "
+        "test split.",
         "",
-        "Most frequent confusions of the ensemble (gold → SmolLM2): "
-        + ", ".join(f"{g} → {p} ({n})" for g, p, n in r["confusions"][:5]),
+        "Most frequent confusions of the ensemble (gold → SmolLM2), raw: "
+        + ", ".join(f"{g} → {p} ({n})" for g, p, n in raw["confusions"][:4])
+        + "; calibrated: "
+        + ", ".join(f"{g} → {p} ({n})" for g, p, n in cal["confusions"][:4]),
         "",
     ]
     return "\n".join(lines)

@@ -401,6 +401,13 @@ def _columns(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--limit", type=int, default=None, help="Label only the first N utterances.")
 @click.option("--split", "splits", multiple=True, help="Only utterances of these splits (repeatable).")
 @click.option("--device", default="cpu", help="local: cpu or cuda.")
+@click.option(
+    "--calibrate/--no-calibrate",
+    default=False,
+    show_default=True,
+    help="local: divide each label's likelihood by its likelihood for a content-free utterance under "
+    "the same prompt (contextual calibration; removes a prompt's bias towards some labels).",
+)
 def label_cmd(
     utterances: Path,
     columns: tuple[str, ...],
@@ -416,6 +423,7 @@ def label_cmd(
     limit: int | None,
     splits: tuple[str, ...],
     device: str,
+    calibrate: bool,
 ) -> None:
     """Label utterances with an LLM through a bank of prompts: one record per utterance, task and
     prompt (scores over the task's labels, or an abstention with its reason) and the ensemble (the
@@ -446,7 +454,7 @@ def label_cmd(
         utts = dict(list(utts.items())[:limit])
     if not utts:
         raise click.UsageError("no utterance to label (check --split and --limit)")
-    engine = _label_backend(settings, backend, model, base_url, device)
+    engine = _label_backend(settings, backend, model, base_url, device, calibrate)
     answers = AnswerCache(cache or out / "cache.sqlite")
     size = batch_size or (8 if backend == "local" else 4 * settings.llm_concurrency)
 
@@ -462,12 +470,19 @@ def label_cmd(
 
 
 def _label_backend(
-    settings: TrainerSettings, kind: str, model: str | None, base_url: str | None, device: str
+    settings: TrainerSettings,
+    kind: str,
+    model: str | None,
+    base_url: str | None,
+    device: str,
+    calibrate: bool,
 ) -> Any:
     if kind == "local":
         from train.label.local import LocalBackend
 
-        return LocalBackend(model or settings.llm_model, device=device)
+        return LocalBackend(model or settings.llm_model, device=device, calibrate=calibrate)
+    if calibrate:
+        raise click.UsageError("--calibrate applies to the local backend only")
     from train.label.http import HttpOptions, OpenAIBackend
 
     url = base_url or settings.llm_base_url

@@ -28,6 +28,8 @@ class LabelRequest:
     """Cache key: backend, model, rendered prompt and labels."""
     prompt: Rendered
     labels: tuple[str, ...]
+    calibration: Rendered | None = None
+    """The same prompt for a content-free utterance ("N/A"), for backends that calibrate."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 
 from train.label.backend import Answer, LabelRequest
 from train.label.causal_lm import load_causal_lm
+from train.label.spec import Rendered
 
 
 class LocalBackend:
@@ -27,9 +28,16 @@ class LocalBackend:
         device: str = "cpu",
         max_prompt_tokens: int = 1024,
         loaded: tuple[Any, Any, str] | None = None,
+        calibrate: bool = False,
     ) -> None:
-        """``loaded``: an already loaded (tokenizer, model, name), to share one model between users."""
+        """``loaded``: an already loaded (tokenizer, model, name), to share one model between users.
+        ``calibrate``: divide each label's likelihood by its likelihood for a content-free utterance
+        ("N/A") under the same prompt, which removes the prompt's own bias towards some labels
+        (contextual calibration, Zhao et al. 2021); weak models need it most."""
         self.tokenizer, self.lm, self.model = loaded or load_causal_lm(model, device)
+        self.calibrate = calibrate
+        self.kind = "local-calibrated" if calibrate else "local"
+        self._content_free: dict[tuple[Rendered, tuple[str, ...]], Any] = {}
         self.device = device
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
@@ -72,10 +80,43 @@ class LocalBackend:
     def _batch(self, requests: Sequence[LabelRequest]) -> list[Answer]:
         import torch
 
+        values, prompt_tokens = self._loglik([self._chat(r) for r in requests], [r.labels for r in requests])
+        if self.calibrate:
+            missing = {
+                (r.calibration, r.labels)
+                for r in requests
+                if r.calibration is not None and (r.calibration, r.labels) not in self._content_free
+            }
+            if missing:
+                todo = sorted(missing, key=lambda m: (m[0].system, m[0].user, m[1]))
+                free, _ = self._loglik(
+                    [self._chat(LabelRequest("", c, labels)) for c, labels in todo], [m[1] for m in todo]
+                )
+                self._content_free.update(zip(todo, free, strict=True))
+        answers: list[Answer] = []
+        for request, v, n in zip(requests, values, prompt_tokens, strict=True):
+            if self.calibrate and request.calibration is not None:
+                v = v - self._content_free[(request.calibration, request.labels)]
+            probs = torch.softmax(v, 0).tolist()
+            answers.append(
+                Answer(
+                    scores=dict(zip(request.labels, probs, strict=True)),
+                    prompt_tokens=n,
+                    completion_tokens=sum(len(ids) for ids in self._label_ids(request.labels)),
+                )
+            )
+        return answers
+
+    def _loglik(
+        self, prompts: Sequence[str], label_sets: Sequence[Sequence[str]]
+    ) -> tuple[list[Any], list[int]]:
+        """log P(label, end | prompt) for every label of each prompt, and each prompt's token count."""
+        import torch
+
         tok = self.tokenizer
         tok.padding_side = "left"
         enc = tok(
-            [self._chat(r) for r in requests],
+            list(prompts),
             return_tensors="pt",
             padding=True,
             truncation=True,
@@ -89,14 +130,15 @@ class LocalBackend:
                 input_ids=enc.input_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True
             )
             first_logp = torch.log_softmax(first.logits[:, -1].float(), -1)  # (B, V)
-            # label continuations: row (i, ℓ) feeds t₁…t_{k-1}… and predicts t₂…end
-            per_request = [self._label_ids(r.labels) for r in requests]
-            repeats = torch.tensor([len(ids) for ids in per_request], device=self.device)
-            rows = [ids for request_ids in per_request for ids in request_ids]
+            # label continuations: row (i, ℓ) feeds t₁…t_{k-1} and predicts t₂…end
+            per_prompt = [self._label_ids(labels) for labels in label_sets]
+            repeats = torch.tensor([len(ids) for ids in per_prompt], device=self.device)
+            rows = [ids for prompt_ids in per_prompt for ids in prompt_ids]
             width = max(len(ids) for ids in rows) - 1
             first_rows = torch.stack(
-                [first_logp[i, ids[0]] for i, request_ids in enumerate(per_request) for ids in request_ids]
+                [first_logp[i, ids[0]] for i, prompt_ids in enumerate(per_prompt) for ids in prompt_ids]
             )
+            rest = torch.zeros(len(rows), device=self.device)
             if width > 0:
                 pad = tok.pad_token_id
                 cont = torch.full((len(rows), width), pad, dtype=torch.long, device=self.device)
@@ -109,9 +151,10 @@ class LocalBackend:
                         target[r, :n] = torch.tensor(ids[1:])
                         cont_mask[r, :n] = 1
                 cache = first.past_key_values
-                cache.batch_repeat_interleave(int(repeats[0])) if bool(
-                    (repeats == repeats[0]).all()
-                ) else self._select(cache, repeats)
+                if bool((repeats == repeats[0]).all()):
+                    cache.batch_repeat_interleave(int(repeats[0]))
+                else:
+                    self._select(cache, repeats)
                 mask = torch.cat([prompt_mask.repeat_interleave(repeats, 0), cont_mask], 1)
                 start = prompt_mask.sum(1).repeat_interleave(repeats, 0)
                 pos = start[:, None] + torch.arange(width, device=self.device)[None]
@@ -120,23 +163,12 @@ class LocalBackend:
                 ).logits
                 logp = torch.log_softmax(logits.float(), -1).gather(2, target[..., None])[..., 0]
                 rest = (logp * cont_mask).sum(1)
-            else:
-                rest = torch.zeros(len(rows), device=self.device)
             total = (first_rows + rest).cpu()
-        answers: list[Answer] = []
-        offset = 0
-        for request, request_ids in zip(requests, per_request, strict=True):
-            values = total[offset : offset + len(request_ids)]
-            offset += len(request_ids)
-            probs = torch.softmax(values, 0).tolist()
-            answers.append(
-                Answer(
-                    scores=dict(zip(request.labels, probs, strict=True)),
-                    prompt_tokens=int(prompt_mask[len(answers)].sum()),
-                    completion_tokens=sum(len(ids) for ids in request_ids),
-                )
-            )
-        return answers
+        out, offset = [], 0
+        for prompt_ids in per_prompt:
+            out.append(total[offset : offset + len(prompt_ids)])
+            offset += len(prompt_ids)
+        return out, [int(n) for n in prompt_mask.sum(1)]
 
     @staticmethod
     def _select(cache: Any, repeats: Any) -> None:

@@ -32,6 +32,9 @@ from train.label.spec import LabelTask, PromptBank, Turn, render
 
 log = structlog.get_logger(__name__)
 
+CONTENT_FREE = "N/A"
+"""The utterance a calibrating backend scores to measure a prompt's own label bias."""
+
 
 @dataclass
 class LabelSummary:
@@ -90,7 +93,8 @@ def plan(
             for prompt in bank.for_task(task.name):
                 rendered = render(task, prompt, turns[uid])
                 key = request_key(backend.kind, backend.model, rendered, task.labels)
-                jobs.append(_Job(uid, task.name, prompt.id, LabelRequest(key, rendered, task.labels)))
+                free = render(task, prompt, Turn(CONTENT_FREE, turns[uid].speaker))
+                jobs.append(_Job(uid, task.name, prompt.id, LabelRequest(key, rendered, task.labels, free)))
     return jobs
 
 

@@ -140,6 +140,17 @@ def test_the_shared_prompt_cache_gives_the_same_scores_as_scoring_each_label_alo
         prompt = backend._chat(request)
         expected = _naive(lm, tok, prompt, request.labels)
         assert [answer.scores[k] for k in request.labels] == pytest.approx(expected, abs=2e-3)
+    # calibrated: p(ℓ | x) / p(ℓ | "N/A"), renormalised
+    free = Rendered("", "Sentiment: 'N/A'")
+    calibrated = LocalBackend(loaded=smollm2, calibrate=True)
+    [answer] = calibrated.score_sync([LabelRequest("c", requests[2].prompt, sentiment.labels, free)])
+    x = torch.tensor(_naive(lm, tok, backend._chat(requests[2]), sentiment.labels)).log()
+    f = torch.tensor(
+        _naive(lm, tok, backend._chat(LabelRequest("", free, sentiment.labels)), sentiment.labels)
+    ).log()
+    expected = torch.softmax(x - f, 0).tolist()
+    assert [answer.scores[k] for k in sentiment.labels] == pytest.approx(expected, abs=2e-3)
+    assert calibrated.kind != backend.kind  # calibrated answers are cached apart
 
 
 async def test_a_second_run_is_free_and_identical(smollm2: Any, tmp_path: Path) -> None:
