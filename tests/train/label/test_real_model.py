@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 torch = pytest.importorskip("torch", reason="LLM labelling needs the train extra")
+# loading and running a real 135M-parameter LM on 2 shared cores: minutes, not seconds
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from aiohttp.test_utils import TestServer  # noqa: E402
