@@ -403,10 +403,10 @@ def _columns(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--device", default="cpu", help="local: cpu or cuda.")
 @click.option(
     "--calibrate/--no-calibrate",
-    default=False,
-    show_default=True,
-    help="local: divide each label's likelihood by its likelihood for a content-free utterance under "
-    "the same prompt (contextual calibration; removes a prompt's bias towards some labels).",
+    default=None,
+    help="local (on by default there): divide each label's likelihood by its likelihood for a "
+    "content-free utterance under the same prompt (contextual calibration; removes a prompt's bias "
+    "towards some labels; see docs/benchmarks/labelling-local.md).",
 )
 def label_cmd(
     utterances: Path,
@@ -423,7 +423,7 @@ def label_cmd(
     limit: int | None,
     splits: tuple[str, ...],
     device: str,
-    calibrate: bool,
+    calibrate: bool | None,
 ) -> None:
     """Label utterances with an LLM through a bank of prompts: one record per utterance, task and
     prompt (scores over the task's labels, or an abstention with its reason) and the ensemble (the
@@ -454,6 +454,7 @@ def label_cmd(
         utts = dict(list(utts.items())[:limit])
     if not utts:
         raise click.UsageError("no utterance to label (check --split and --limit)")
+    calibrate = (backend == "local") if calibrate is None else calibrate
     engine = _label_backend(settings, backend, model, base_url, device, calibrate)
     answers = AnswerCache(cache or out / "cache.sqlite")
     size = batch_size or (8 if backend == "local" else 4 * settings.llm_concurrency)
