@@ -94,8 +94,6 @@ class _Retry(Exception):
 
 
 class OpenAIBackend:
-    kind = "openai"
-
     def __init__(
         self, options: HttpOptions, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     ) -> None:
@@ -108,15 +106,29 @@ class OpenAIBackend:
         self._limiter = RateLimiter(options.requests_per_minute)
         self._semaphore = asyncio.Semaphore(options.concurrency)
         self._consecutive_failures = 0
-        headers = {"Content-Type": "application/json"}
-        if options.api_key:
-            headers["Authorization"] = f"Bearer {options.api_key}"
-        self._session = aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=options.timeout_s)
+        # the cache key's backend part: answers scored another way are other answers
+        self.kind = "openai/" + (
+            options.scoring if options.scoring == "logprobs" else f"{options.scoring}-n{options.samples}"
         )
+        self._session_: aiohttp.ClientSession | None = None  # made inside the event loop, on first use
+
+    @property
+    def _session(self) -> aiohttp.ClientSession:
+        if self._session_ is None:
+            headers = {"Content-Type": "application/json"}
+            if self.options.api_key:
+                headers["Authorization"] = f"Bearer {self.options.api_key}"
+            self._session_ = aiohttp.ClientSession(
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.options.timeout_s),
+                # one connection per request in flight: waiting for a pooled one would eat the time-out
+                connector=aiohttp.TCPConnector(limit=self.options.concurrency),
+            )
+        return self._session_
 
     async def close(self) -> None:
-        await self._session.close()
+        if self._session_ is not None:
+            await self._session_.close()
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         o = self.options
@@ -146,24 +158,29 @@ class OpenAIBackend:
                     raise BackendUnavailable(
                         f"{self.base_url} does not serve model {self.model!r}; it serves {ids[:10]}"
                     )
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise BackendUnavailable(
                 f"cannot reach the LLM endpoint {self.base_url} ({exc.__class__.__name__}: {exc}); "
                 "is the server running and the URL right (it usually ends in /v1)?"
             ) from None
 
     async def score(self, requests: Sequence[LabelRequest]) -> list[Answer]:
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+        try:
+            async with asyncio.TaskGroup() as group:  # one request stopping the run cancels the others
+                tasks = [group.create_task(self._one(r)) for r in requests]
+        except* BackendUnavailable as errors:
+            raise errors.exceptions[0] from None
+        return [t.result() for t in tasks]
 
     # -- one request ------------------------------------------------------------------------------
-    def _payload(self, request: LabelRequest) -> dict[str, Any]:
+    def _payload(self, request: LabelRequest, scoring: Scoring) -> dict[str, Any]:
         o = self.options
         payload: dict[str, Any] = {
             "model": o.model,
             "messages": request.prompt.messages(),
             "max_tokens": o.max_answer_tokens,
         }
-        if self.scoring == "samples":
+        if scoring == "samples":
             payload.update(n=o.samples, temperature=1.0)
         else:
             payload.update(temperature=0.0, logprobs=True, top_logprobs=o.top_logprobs)
@@ -204,87 +221,94 @@ class OpenAIBackend:
 
     async def _attempt(self, request: LabelRequest) -> Answer:
         url = f"{self.base_url}/chat/completions"
-        self.stats.requests += 1
-        try:
-            async with self._session.post(url, json=self._payload(request)) as resp:
-                status = resp.status
-                self.stats.statuses[str(status)] = self.stats.statuses.get(str(status), 0) + 1
-                text = await resp.text()
-                if status in RETRYABLE:
-                    raise _Retry(f"HTTP {status}", _retry_after(resp.headers.get("Retry-After")))
-                if status in (401, 403):
-                    raise BackendUnavailable(f"{url} rejected the API key (HTTP {status}): {text[:200]}")
-                if status == 404:
-                    raise BackendUnavailable(
-                        f"{url} answered 404 (unknown path or model {self.model!r}): {text[:200]}"
-                    )
-                if status == 400 and self.scoring == "auto" and "logprob" in text.lower():
-                    self._fallback("the server refuses logprobs")
-                    return await self._attempt(request)
-                if status != 200:
-                    return Answer(abstained=f"HTTP {status}: {text[:120]}")
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise _Retry(f"connection: {exc.__class__.__name__}") from None
-        except TimeoutError:
-            raise _Retry(f"time-out after {self.options.timeout_s:g} s") from None
-        try:
-            body = json.loads(text)
-            choices = body["choices"]
-            usage = body.get("usage") or {}
-        except (ValueError, KeyError, TypeError):
-            return Answer(abstained=f"malformed response: {text[:80]!r}")
-        return self._answer(request, choices, usage)
+        for _ in range(2):  # a second time only when the server refused logprobs
+            sent = self.scoring
+            self.stats.requests += 1
+            try:
+                async with self._session.post(url, json=self._payload(request, sent)) as resp:
+                    status = resp.status
+                    self.stats.statuses[str(status)] = self.stats.statuses.get(str(status), 0) + 1
+                    text = await resp.text()
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+            except aiohttp.ClientConnectionError as exc:
+                raise _Retry(f"connection: {exc.__class__.__name__}") from None
+            except aiohttp.ClientPayloadError as exc:
+                raise _Retry(f"incomplete response: {exc.__class__.__name__}") from None
+            except TimeoutError:
+                raise _Retry(f"time-out after {self.options.timeout_s:g} s") from None
+            if status in RETRYABLE or status >= 500:
+                raise _Retry(f"HTTP {status}", retry_after)
+            if status in (401, 403):
+                raise BackendUnavailable(f"{url} rejected the API key (HTTP {status}): {text[:200]}")
+            if status == 404:
+                raise BackendUnavailable(
+                    f"{url} answered 404 (unknown path or model {self.model!r}): {text[:200]}"
+                )
+            if (
+                status == 400
+                and sent != "samples"
+                and self.options.scoring == "auto"
+                and "logprob" in text.lower()
+            ):
+                self._fallback("the server refuses logprobs")
+                continue
+            if status != 200:  # not the answer's fault: not cached, asked again by the next run
+                return Answer(failed=f"HTTP {status}: {text[:120]}")
+            try:
+                body = json.loads(text)
+                choices = body["choices"]
+                usage = body.get("usage") or {}
+            except (ValueError, KeyError, TypeError):
+                return Answer(abstained=f"malformed response: {text[:80]!r}")
+            return self._answer(request, choices, usage, sent)
+        return Answer(failed="the server refused logprobs and sampled answers")
 
     def _fallback(self, why: str) -> None:
         if self.scoring == "auto":
             log.warning("llm scoring falls back to sampled answers", reason=why, samples=self.options.samples)
             self.scoring = "samples"
 
-    def _answer(self, request: LabelRequest, choices: Any, usage: dict[str, Any]) -> Answer:
-        answer = self._parse(request, choices)
+    def _answer(self, request: LabelRequest, choices: Any, usage: dict[str, Any], sent: Scoring) -> Answer:
+        answer = self._parse(request, choices, sent)
         answer.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         answer.completion_tokens = int(usage.get("completion_tokens") or 0)
         return answer
 
-    def _parse(self, request: LabelRequest, choices: Any) -> Answer:
+    def _parse(self, request: LabelRequest, choices: Any, sent: Scoring) -> Answer:
         try:
             texts = [str(c["message"].get("content") or "") for c in choices]
         except (KeyError, TypeError, AttributeError):
             return Answer(abstained="malformed response: no message in choices")
         if not texts:
             return Answer(abstained="malformed response: no choices")
-        if self.scoring != "samples":
-            top = _first_top_logprobs(choices[0])
-            if top is None:
-                if self.scoring == "auto":
-                    self._fallback("the server returned no logprobs")
-                # the greedy answer still counts as one sample
-                label, reason = parse_answer(texts[0], request.labels)
-                if label is None:
-                    return Answer(abstained=reason, text=texts[0])
-                return Answer(scores={k: float(k == label) for k in request.labels}, text=texts[0])
-            scores = scores_from_top_logprobs(top, request.labels)
-            if scores is None:
-                label, reason = parse_answer(texts[0], request.labels)
-                if label is None:
-                    return Answer(abstained=reason, text=texts[0])
-                scores = {k: float(k == label) for k in request.labels}
-            return Answer(scores=scores, text=texts[0])
-        scores, reason = scores_from_counts(texts, request.labels)
-        return Answer(scores=scores, abstained=reason, text=" | ".join(texts))
+        if sent == "samples":
+            scores, reason = scores_from_counts(texts, request.labels)
+            return Answer(scores=scores, abstained=reason, text=" | ".join(texts))
+        logprobs = choices[0].get("logprobs") if isinstance(choices[0], dict) else None
+        if self.scoring == "auto" and not (logprobs or {}).get("content") and texts[0].strip():
+            self._fallback("the server returned no logprobs")  # an answer, but no logprobs with it
+        top = _label_token_alternatives(logprobs, request.labels)
+        scores = scores_from_top_logprobs(top, request.labels) if top else None
+        if scores is None:  # no usable alternatives: the greedy answer counts as one sample
+            label, reason = parse_answer(texts[0], request.labels)
+            if label is None:
+                return Answer(abstained=reason, text=texts[0])
+            scores = {k: float(k == label) for k in request.labels}
+        return Answer(scores=scores, text=texts[0])
 
 
-def _first_top_logprobs(choice: Any) -> list[tuple[str, float]] | None:
-    """The top alternatives of the first answer token that is not blank or punctuation."""
+def _label_token_alternatives(logprobs: Any, labels: Sequence[str]) -> list[tuple[str, float]] | None:
+    """The alternatives at the first answer token that itself begins a label ("The label is
+    question" is scored at "question", not at "The"); None when no token begins one."""
     try:
-        content = choice["logprobs"]["content"]
+        content = logprobs["content"]
     except (KeyError, TypeError):
         return None
-    if not content:
-        return None
-    for entry in content:
+    for entry in content or []:
         token = str(entry.get("token", ""))
-        if token.strip(" \n\t\"'`*:"):
+        if not token.strip(" \n\t\"'`*:"):
+            continue
+        if scores_from_top_logprobs([(token, 0.0)], labels) is not None:
             return [(str(t["token"]), float(t["logprob"])) for t in entry.get("top_logprobs") or [entry]]
     return None
 

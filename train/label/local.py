@@ -115,6 +115,7 @@ class LocalBackend:
 
         tok = self.tokenizer
         tok.padding_side = "left"
+        tok.truncation_side = "left"  # a prompt too long loses its start, never the utterance and answer cue
         enc = tok(
             list(prompts),
             return_tensors="pt",
@@ -127,7 +128,11 @@ class LocalBackend:
         positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
         with torch.inference_mode():
             first = self.lm(
-                input_ids=enc.input_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True
+                input_ids=enc.input_ids,
+                attention_mask=prompt_mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,  # only the last position's logits: B×V, not B×L×V
             )
             first_logp = torch.log_softmax(first.logits[:, -1].float(), -1)  # (B, V)
             # label continuations: row (i, ℓ) feeds t₁…t_{k-1} and predicts t₂…end

@@ -242,7 +242,7 @@ def write_report(llm: Path, gold: Path, out: Path, labels: dict[str, list[str]] 
     out.mkdir(parents=True, exist_ok=True)
     reports = build(llm, gold, labels)
     images = {r.task: _plots(r, out) for r in reports}
-    (out / "label-report.json").write_text(json.dumps([_jsonable(r) for r in reports], indent=2))
+    (out / "label-report.json").write_text(json.dumps(_no_nan([_jsonable(r) for r in reports]), indent=2))
     path = out / "label-report.md"
     path.write_text(markdown(reports, images, str(llm)))
     return path
@@ -252,3 +252,14 @@ def _jsonable(r: TaskLabelReport) -> dict[str, Any]:
     from dataclasses import asdict
 
     return asdict(r)
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN (a prompt with no answer on gold) as null: JSON has no NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value

@@ -125,8 +125,13 @@ def make_app(model: ChatModel) -> web.Application:
             return web.json_response(
                 {"error": {"message": f"model {body.get('model')!r} not found"}}, status=404
             )
-        async with model.lock:
-            result = await asyncio.to_thread(model.complete, body)
+        try:
+            async with model.lock:
+                result = await asyncio.to_thread(model.complete, body)
+        except (ValueError, TypeError) as exc:  # parameters the model cannot honour: the client's error
+            return web.json_response(
+                {"error": {"message": f"bad request: {exc}", "type": "invalid_request_error"}}, status=400
+            )
         return web.json_response(result)
 
     app = web.Application()

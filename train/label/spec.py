@@ -91,6 +91,17 @@ class LabelTask:
         if not isinstance(name, str) or not name:
             raise SpecError(f"{source}: the task needs a 'name'")
         raw = spec.get("labels")
+        names = (
+            list(raw)
+            if isinstance(raw, dict)
+            else [i.get("name") if isinstance(i, dict) else i for i in raw or []]
+        )
+        odd = [n for n in names if not isinstance(n, str)]
+        if odd:
+            raise SpecError(
+                f"{source}: task {name!r} has label names that YAML did not read as text: {odd}; "
+                "quote them ('yes', 'no', 'on', '1')"
+            )
         if isinstance(raw, dict):
             definitions = {str(k): str(v or "") for k, v in raw.items()}
         elif isinstance(raw, list):
@@ -110,7 +121,7 @@ class LabelTask:
         for k, ex in enumerate(spec.get("examples") or []):
             if not isinstance(ex, dict) or "text" not in ex or "label" not in ex:
                 raise SpecError(f"{source}: example {k} of {name!r} needs 'text' and 'label'")
-            if ex["label"] not in definitions:
+            if not isinstance(ex["label"], str) or ex["label"] not in definitions:
                 raise SpecError(
                     f"{source}: example {k} of {name!r} has label {ex['label']!r}, "
                     f"not one of {list(definitions)}"
@@ -202,6 +213,11 @@ def load_bank(spec: Any, source: str) -> PromptBank:
         )
         if "text" not in used:
             raise SpecError(f"{where} ({pid}): the templates never show the utterance: add {{text}}")
+        tasks = p.get("tasks") or ()
+        if isinstance(tasks, str):
+            tasks = (tasks,)
+        if not isinstance(tasks, list | tuple) or not all(isinstance(t, str) for t in tasks):
+            raise SpecError(f"{where} ({pid}): 'tasks' is a list of task names")
         order = p.get("label_order", "given")
         if order not in ("given", "reversed", "alphabetical", "shuffled"):
             raise SpecError(f"{where} ({pid}): label_order must be given, reversed, alphabetical or shuffled")
@@ -210,7 +226,7 @@ def load_bank(spec: Any, source: str) -> PromptBank:
                 pid,
                 str(p["user"]),
                 str(p.get("system") or ""),
-                tuple(p.get("tasks") or ()),
+                tuple(tasks),
                 order,
                 int(p.get("context_turns") or 0),
                 int(p.get("examples") or 0),

@@ -302,3 +302,91 @@ async def test_the_api_key_is_sent_as_a_bearer_token_and_never_logged(serve: Any
     await server.close()
     assert seen == ["Bearer sk-secret-123"]
     assert "sk-secret-123" not in capsys.readouterr().err
+
+
+async def test_a_server_refusing_logprobs_switches_every_request_in_flight_to_samples(serve: Any) -> None:
+    """Requests already sent with logprobs when the first refusal comes back are asked again with n."""
+    script = Script([])
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        script.payloads.append(body)
+        await asyncio.sleep(0.02)
+        if body.get("logprobs"):
+            return web.json_response({"error": {"message": "logprobs are not supported"}}, status=400)
+        return web.json_response(completion("directive", None, body["n"]))
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    b = backend(f"http://127.0.0.1:{server.port}/v1", concurrency=8, samples=3)
+    answers = await b.score([request(str(k)) for k in range(8)])
+    await b.close()
+    await server.close()
+    assert [a.label for a in answers] == ["directive"] * 8
+    assert all(a.failed is None and a.abstained is None for a in answers)
+    assert b.scoring == "samples"
+
+
+async def test_other_client_errors_are_failures_not_cached_abstentions(serve: Any, tmp_path: Path) -> None:
+    script = Script([(422, {"error": "max_tokens is not supported"}, {}, 0.0)])
+    b = backend(await serve(script), max_consecutive_failures=50)
+    cache = AnswerCache(tmp_path / "c.sqlite")
+    utts = {"u1": Utterance("u1", "d", 0, "hello", "train")}
+    bank = PromptBank((Prompt("p", "{labels}: {text}"),))
+    summary = await label(utts, [read_task("dialogue_act")], bank, b, cache, tmp_path, progress=False)
+    await b.close()
+    assert summary.failed == 1
+    assert summary.abstained == 0
+    assert len(script.payloads) == 1  # a 422 is not retried: asking again will not change it
+    assert len(cache) == 0
+
+
+async def test_logprobs_are_read_at_the_token_that_begins_a_label(serve: Any) -> None:
+    body = completion("The label is question")
+    body["choices"][0]["logprobs"] = {
+        "content": [
+            {
+                "token": "The",
+                "logprob": -0.01,
+                "top_logprobs": [{"token": "The", "logprob": -0.01}, {"token": " I", "logprob": -6}],
+            },
+            {"token": " label", "logprob": -0.1, "top_logprobs": [{"token": " label", "logprob": -0.1}]},
+            {"token": " is", "logprob": -0.1, "top_logprobs": [{"token": " is", "logprob": -0.1}]},
+            {
+                "token": " question",
+                "logprob": -0.2,
+                "top_logprobs": [
+                    {"token": " question", "logprob": -0.2},
+                    {"token": " directive", "logprob": -2.0},
+                ],
+            },
+        ]
+    }
+    script = Script([(200, body, {}, 0.0), (200, completion("", [("**", -0.1)]), {}, 0.0)])
+    b = backend(await serve(script), concurrency=1)
+    [answer] = await b.score([request()])
+    assert answer.label == "question"
+    assert answer.scores is not None
+    assert answer.scores["directive"] > 0
+    [empty] = await b.score([request("again")])
+    await b.close()
+    assert empty.abstained == "empty answer"
+    assert b.scoring == "auto"  # an empty answer with logprobs is no reason to switch to sampling
+
+
+def test_the_command_reports_a_dead_endpoint_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "u.jsonl").write_text('{"id": "u1", "text": "hello"}\n')
+    done = subprocess.run(
+        [sys.executable, "-c", "from parley.cli import main; main()", "train", "label",
+         "--utterances", str(tmp_path / "u.jsonl"), "--task", "sentiment", "--backend", "openai",
+         "--base-url", f"http://127.0.0.1:{_free_port()}/v1", "--model", "m", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "error: cannot reach the LLM endpoint" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -163,3 +163,20 @@ def test_sampled_answers_give_a_distribution_or_an_abstention(answers: list[str]
     else:
         assert set(scores) == set(DA)
         assert sum(scores.values()) == pytest.approx(1.0)
+
+
+def test_yaml_booleans_as_labels_and_a_task_name_as_a_string() -> None:
+    import yaml
+
+    with pytest.raises(SpecError, match="quote them"):
+        LabelTask.from_dict(yaml.safe_load("name: agree\nlabels: {yes: agrees, no: disagrees}"), "t.yaml")
+    with pytest.raises(SpecError, match="quote them"):
+        LabelTask.from_dict(yaml.safe_load("name: agree\nlabels: [yes, no]"), "t.yaml")
+    assert LabelTask.from_dict(yaml.safe_load("name: agree\nlabels: {'yes': a, 'no': b}"), "t").labels == (
+        "yes",
+        "no",
+    )
+    bank = load_bank({"prompts": [{"id": "p", "user": "{text}", "tasks": "sentiment"}]}, "b")
+    assert bank.prompts[0].tasks == ("sentiment",)
+    with pytest.raises(SpecError, match="list of task names"):
+        load_bank({"prompts": [{"id": "p", "user": "{text}", "tasks": {"a": 1}}]}, "b")
