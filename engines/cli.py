@@ -85,25 +85,6 @@ def check_manifest(path: Path) -> None:
     )
 
 
-def sample_rows(path: Path | None) -> list[dict[str, Any]]:
-    """Verification texts: a JSONL file with 'text' (and optional 'gold' {task: label}), or the samples."""
-    if path is None:
-        from stream.samples import conversations_path
-
-        path = conversations_path()
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise click.BadParameter(f"{path}, line {number}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise click.BadParameter(f"{path}, line {number}: needs a 'text' string")
-            rows.append({"text": row["text"], "gold": row.get("gold", {})})
-    return rows
-
-
 @group.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--version", default=None, help="Register under this version instead of the checkpoint's.")
@@ -121,10 +102,11 @@ def export(
     """Turn a training CHECKPOINT into a registered bundle: ONNX (opset 17, dynamic batch and sequence),
     tokenizer, torch weights, verification sample and manifest, checked against torch, moved into the
     registry in one step."""
+    from engines.export import read_sample_rows
     from engines.publish import register_checkpoint
 
     settings = _settings(ctx)
-    bundle, event = register_checkpoint(checkpoint, settings.registry_uri, sample_rows(sample), version)
+    bundle, event = register_checkpoint(checkpoint, settings.registry_uri, read_sample_rows(sample), version)
     console.print(f"registered {bundle.label} at {settings.registry_uri}")
     if publish:
         from engines.publish import publish as publish_events
@@ -268,9 +250,10 @@ def bench(
     Prints a table, then one JSON line with every row (for benchmarks/ to collect)."""
     from engines.base import EngineOptions
     from engines.bench import bench as run_bench
+    from engines.export import read_sample_rows
 
     bundle = _open(ctx, model, version)
-    sample = [r["text"] for r in sample_rows(texts)][:limit]
+    sample = [r["text"] for r in read_sample_rows(texts)][:limit]
     options = EngineOptions(device=device, precision=precision, threads=threads)  # type: ignore[arg-type]
     rows = run_bench(bundle, backend, options, sample, batches or (1, 8, 32, 128), min_seconds=seconds)
     table = Table("backend", "batch", "bucketed", "utt/s", "p50 ms", "p99 ms", "peak RSS MB")

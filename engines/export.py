@@ -128,3 +128,23 @@ def _check_against_torch(bundle: Bundle, texts: Sequence[str]) -> None:
             f"the exported ONNX graph of {bundle.label} differs from torch: max |Δp| "
             f"{result.max_abs_diff:.2e}, label agreement {result.label_agreement:.4f}"
         )
+
+
+def read_sample_rows(path: Path | None) -> list[SampleRow]:
+    """Verification texts: a JSONL file with 'text' (and optional 'gold' {task: label}), or the sample
+    conversations that ship with parley."""
+    if path is None:
+        from stream.samples import conversations_path
+
+        path = conversations_path()
+    rows: list[SampleRow] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EngineError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise EngineError(f"{path}, line {number}: needs a 'text' string")
+            rows.append({"text": row["text"], "gold": row.get("gold", {})})
+    return rows

@@ -4,10 +4,14 @@ checkpoint becomes an announced bundle (used by `parley engine export --publish`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engines.events import ModelEvent, ModelTrained, event_key
+
+if TYPE_CHECKING:
+    from engines.export import SampleRow
 from parley.clients import kafka_producer
 from parley.connections import KafkaSettings
 
@@ -23,14 +27,14 @@ async def publish(kafka: KafkaSettings, topic: str, *events: ModelEvent) -> None
 
 
 def register_checkpoint(
-    checkpoint: Path, registry_uri: str, sample: list[dict[str, Any]], version: str | None = None
+    checkpoint: Path, registry_uri: str, sample: Sequence[SampleRow], version: str | None = None
 ) -> tuple[Any, ModelTrained]:
     """Export ``checkpoint`` into the registry; the bundle and the model_trained event announcing it."""
     from engines.export import build_bundle
     from engines.registry import Registry
 
     registry = Registry(registry_uri)
-    staged = build_bundle(checkpoint, registry.staging_dir(), sample, version)  # type: ignore[arg-type]
+    staged = build_bundle(checkpoint, registry.staging_dir(), sample, version)
     bundle = registry.put(staged)
     event = ModelTrained(
         model=bundle.manifest.model,

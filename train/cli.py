@@ -200,11 +200,12 @@ def fit(
         )
     )
     if publish:
-        from engines.cli import sample_rows
+        from engines.export import read_sample_rows
         from engines.publish import publish as publish_events
         from engines.publish import register_checkpoint
 
-        bundle, event = register_checkpoint(result.checkpoint, settings.registry_uri, sample_rows(sample))
+        rows = read_sample_rows(sample)
+        bundle, event = register_checkpoint(result.checkpoint, settings.registry_uri, rows)
         click.echo(f"registered {bundle.label} in {settings.registry_uri}")
         run(publish_events(settings.kafka, settings.topics.model_events, event))
         click.echo(f"published model_trained for {bundle.label} on {settings.topics.model_events}")
