@@ -135,7 +135,7 @@ async def test_a_429_burst_is_retried_with_bounded_jittered_backoff_and_retry_af
     assert b.stats.retries == 3
     # full jitter within base·2^k, capped; Retry-After (1.5 s) is a floor for the retry that follows it
     assert 0 <= delays[0] <= 0.5  # after the first 429: up to base
-    assert 1.5 <= delays[1] <= 4.0  # after the 429 with Retry-After: 1.5
+    assert delays[1] == 1.5  # after the 429 with Retry-After: 1.5 (a floor above any jitter ≤ 1.0 here)
     assert 0 <= delays[2] <= 2.0  # after the 503: up to base·2²
     assert all(0 <= d <= 4.0 for d in delays)
 
@@ -220,12 +220,37 @@ async def test_without_logprobs_auto_scoring_falls_back_to_sampled_answers(serve
 
 
 async def test_concurrency_is_bounded(serve: Any) -> None:
-    script = Script([(200, completion("inform", [("inform", -0.1)]), {}, 0.05)])
-    b = backend(await serve(script), concurrency=3)
-    answers = await b.score([request(str(k)) for k in range(12)])
+    """Requests are held by the server until released: with concurrency 3, exactly 3 are ever in flight."""
+    release, three_held = asyncio.Event(), asyncio.Event()
+    script = Script([(200, completion("inform", [("inform", -0.1)]), {}, 0.0)])
+
+    async def chat(request: web.Request) -> web.Response:
+        script.payloads.append(await request.json())
+        script.in_flight += 1
+        script.max_in_flight = max(script.max_in_flight, script.in_flight)
+        if script.in_flight == 3:
+            three_held.set()
+        await release.wait()
+        script.in_flight -= 1
+        return web.json_response(completion("inform", [("inform", -0.1)]))
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    b = backend(f"http://127.0.0.1:{server.port}/v1", concurrency=3)
+    scoring = asyncio.create_task(b.score([request(str(k)) for k in range(12)]))
+    await asyncio.wait_for(three_held.wait(), 30)  # the first three arrive and are held
+    for _ in range(20):  # give a fourth every chance to arrive while the three are held
+        await asyncio.sleep(0.01)
+    held = script.in_flight
+    release.set()
+    answers = await scoring
     await b.close()
-    assert all(a.label == "inform" for a in answers)
-    assert 1 <= script.max_in_flight <= 3
+    await server.close()
+    assert held == 3
+    assert script.max_in_flight == 3
+    assert [a.label for a in answers] == ["inform"] * 12
 
 
 async def test_rate_limit_spaces_request_starts() -> None:
