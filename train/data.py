@@ -22,7 +22,7 @@ import csv
 import json
 import random
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -46,6 +46,14 @@ class Utterance:
     speaker: str | None = None
 
 
+def group_dialogues(utterances: Iterable[Utterance]) -> dict[str, list[Utterance]]:
+    """Utterances by dialogue, each dialogue in turn order."""
+    by_dialogue: dict[str, list[Utterance]] = defaultdict(list)
+    for u in utterances:
+        by_dialogue[u.dialogue_id].append(u)
+    return {d: sorted(us, key=lambda u: u.turn) for d, us in by_dialogue.items()}
+
+
 @dataclass
 class Dataset:
     utterances: dict[str, Utterance]
@@ -57,11 +65,7 @@ class Dataset:
     skip_tasks: frozenset[str] = frozenset()
 
     def dialogues(self, split: str | None = None) -> dict[str, list[Utterance]]:
-        by_dialogue: dict[str, list[Utterance]] = defaultdict(list)
-        for u in self.utterances.values():
-            if split is None or u.split == split:
-                by_dialogue[u.dialogue_id].append(u)
-        return {d: sorted(us, key=lambda u: u.turn) for d, us in by_dialogue.items()}
+        return group_dialogues(u for u in self.utterances.values() if split is None or u.split == split)
 
     def dialogues_by_split(self) -> dict[str, set[str]]:
         parts: dict[str, set[str]] = defaultdict(set)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from train.errors import TrainError
@@ -42,7 +42,6 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     text: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str | None:

@@ -38,6 +38,7 @@ class LocalBackend:
         self.calibrate = calibrate
         self.kind = "local-calibrated" if calibrate else "local"
         self._content_free: dict[tuple[Rendered, tuple[str, ...]], Any] = {}
+        self._label_tokens: dict[tuple[str, ...], list[list[int]]] = {}
         self.device = device
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
@@ -65,11 +66,15 @@ class LocalBackend:
         return "\n\n".join(m["content"] for m in messages) + "\nAnswer: "
 
     def _label_ids(self, labels: Sequence[str]) -> list[list[int]]:
-        end = self.tokenizer.eos_token_id
-        return [
-            self.tokenizer(label, add_special_tokens=False).input_ids + ([end] if end is not None else [])
-            for label in labels
-        ]
+        """Each label's tokens and the end of the answer; tokenised once per label set."""
+        key = tuple(labels)
+        if key not in self._label_tokens:
+            end = self.tokenizer.eos_token_id
+            self._label_tokens[key] = [
+                self.tokenizer(label, add_special_tokens=False).input_ids + ([end] if end is not None else [])
+                for label in labels
+            ]
+        return self._label_tokens[key]
 
     def score_sync(self, requests: Sequence[LabelRequest]) -> list[Answer]:
         out: list[Answer] = []

@@ -25,10 +25,10 @@ from typing import Any
 
 import structlog
 
-from train.data import Utterance
+from train.data import Utterance, group_dialogues
 from train.label.backend import Answer, Backend, LabelRequest
 from train.label.cache import AnswerCache, request_key
-from train.label.spec import LabelTask, PromptBank, Turn, render
+from train.label.spec import LabelTask, PromptBank, SpecError, Turn, render
 
 log = structlog.get_logger(__name__)
 
@@ -70,12 +70,8 @@ class _Job:
 
 
 def _turns(utterances: dict[str, Utterance], depth: int) -> dict[str, Turn]:
-    by_dialogue: dict[str, list[Utterance]] = {}
-    for u in utterances.values():
-        by_dialogue.setdefault(u.dialogue_id, []).append(u)
     turns = {}
-    for us in by_dialogue.values():
-        us.sort(key=lambda u: u.turn)
+    for us in group_dialogues(utterances.values()).values():
         for k, u in enumerate(us):
             previous = tuple((p.speaker, p.text) for p in us[max(0, k - depth) : k])
             turns[u.id] = Turn(u.text, u.speaker, previous)
@@ -163,8 +159,6 @@ async def label(
     )
     for t in tasks:
         if not bank.for_task(t.name):
-            from train.label.spec import SpecError
-
             raise SpecError(f"no prompt of the bank applies to task {t.name!r}")
     await backend.check()
     jobs = plan(utterances, tasks, bank, backend)
