@@ -46,7 +46,9 @@ def load(data: Path) -> tuple[dict[str, dict], dict[str, dict[str, str]], dict[s
     return utterances, gold, {t: labels[t] for t in TASKS}
 
 
-def train_student(utterances, gold, labels, out: Path, epochs: int = 1, seed: int = 0) -> float:
+def train_student(
+    utterances, gold, labels, out: Path, epochs: int = 1, seed: int = 0, device: str = "cpu"
+) -> float:
     import torch
     from transformers import AutoTokenizer
 
@@ -58,7 +60,7 @@ def train_student(utterances, gold, labels, out: Path, epochs: int = 1, seed: in
     encoder = default_encoder()
     tok = AutoTokenizer.from_pretrained(encoder)
     rows = [(u["text"], gold[i]) for i, u in utterances.items() if u["split"] == "train" and i in gold]
-    model = StudentModel.from_encoder(encoder, [(t, len(labels[t])) for t in TASKS])
+    model = StudentModel.from_encoder(encoder, [(t, len(labels[t])) for t in TASKS]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
     model.train()
     started = time.perf_counter()
@@ -70,10 +72,11 @@ def train_student(utterances, gold, labels, out: Path, epochs: int = 1, seed: in
             enc = tok(
                 [t for t, _ in chunk], padding=True, truncation=True, max_length=64, return_tensors="pt"
             )
+            enc = {k: v.to(device) for k, v in enc.items()}
             logits = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
             loss = sum(
                 torch.nn.functional.cross_entropy(
-                    logits[t], torch.tensor([labels[t].index(g[t]) for _, g in chunk])
+                    logits[t], torch.tensor([labels[t].index(g[t]) for _, g in chunk], device=device)
                 )
                 for t in TASKS
             )
@@ -95,7 +98,7 @@ def train_student(utterances, gold, labels, out: Path, epochs: int = 1, seed: in
             "metrics": {"train_seconds": seconds},
         },
     )
-    write_checkpoint(model.eval(), encoder, manifest, out)
+    write_checkpoint(model.cpu().eval(), encoder, manifest, out)
     return seconds
 
 

@@ -309,9 +309,16 @@ def evaluate(
     required=True,
     help="Where runs/<run>.json, compare.md, compare.json and compare.png go.",
 )
-def compare(spec: Path, out: Path) -> None:
+@click.option(
+    "--device",
+    default=None,
+    help="cpu or cuda: overrides the grid's fit.device (mixed precision on cuda). Runs on another "
+    "device pretrain separately: their LLM-stage cache key differs.",
+)
+def compare(spec: Path, out: Path, device: str | None) -> None:
     """Run a grid of methods × human budgets × seeds from a YAML SPEC and write a table of mean ±
     standard deviation (and the LLM teacher) plus a plot. Resumable: finished runs are skipped."""
+    import dataclasses
     import os
 
     from train.compare import load_grid, run_grid
@@ -319,6 +326,8 @@ def compare(spec: Path, out: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load_settings(TrainerSettings)
     data, grid = load_grid(spec)
+    if device is not None:
+        grid = dataclasses.replace(grid, fit={**grid.fit, "device": device})
     run_grid(data, grid, out, on_run=lambda name: click.echo(f"running {name}"))
     click.echo((out / "compare.md").read_text())
 

@@ -138,6 +138,11 @@ class Trainer:
             self.encoder, [(t, len(data.labels[t])) for t in self.tasks]
         )
         self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise TrainError(
+                f"device {config.device!r} asked for, but torch sees no CUDA GPU here "
+                f"(torch {torch.__version__}); use --device cpu"
+            )
         self.model.to(self.device)
         self.human = set(human_dialogues)
         self.on_step = on_step or (lambda _: None)
@@ -363,6 +368,7 @@ class Trainer:
             data_fingerprints={"utterances": _fingerprint(sorted(self.data.utterances))},
         )
         path = write_checkpoint(self.model.cpu().eval(), self.encoder, manifest, out_dir)
+        self.model.to(self.device)  # written from CPU; the trainer keeps predicting on its device
         (path / "history.json").write_text(json.dumps(self.history, indent=2))
         learning_curve_png(self.history, path / "learning-curve.png")
         return FitResult(path, metrics, self.history, seconds)
