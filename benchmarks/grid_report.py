@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--title", default=None)
     parser.add_argument("--note", default="", help="A paragraph of interpretation, written under the tables.")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs/benchmarks")
+    parser.add_argument(
+        "--machine",
+        default=None,
+        help="Where the runs ran, when not on this machine (e.g. a GPU node); default: this machine.",
+    )
+    parser.add_argument("--compare-args", default="", help="Extra `parley train compare` options used.")
     args = parser.parse_args()
 
     import sys
@@ -51,9 +57,12 @@ def main() -> None:
         f"# {args.title or args.name}",
         "",
         f"- written: {datetime.now(UTC).isoformat(timespec='seconds')} from {len(records)} finished runs",
-        f"- machine: {os.cpu_count()} cores ({platform.machine()}), CPU only; other work shared the cores "
-        "(test runs, a second grid), so the seconds are upper bounds",
-        f"- command: `parley train compare {args.grid} --out {args.run_dir}` (resumable), then "
+        f"- machine: {args.machine}"
+        if args.machine
+        else f"- machine: {os.cpu_count()} cores ({platform.machine()}), CPU only; other work shared the "
+        "cores (test runs, a second grid), so the seconds are upper bounds",
+        f"- command: `parley train compare {args.grid} --out {args.run_dir}"
+        f"{' ' + args.compare_args if args.compare_args else ''}` (resumable), then "
         f"`python benchmarks/grid_report.py {args.run_dir} {args.grid} --name {args.name}`",
         f"- grid: `{args.grid}`",
         f"- total training time: {sum(r['seconds'] for r in records) / 60:.1f} min over {len(records)} runs "
