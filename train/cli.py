@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from parley.cli import CONTEXT_SETTINGS, load_settings, print_settings, run
+from train.errors import TrainError
 from train.settings import TrainerSettings
 
 
@@ -106,6 +107,15 @@ def demo_bundle(work_dir: Path, target: str) -> None:
 @click.option("--max-length", type=int, default=64)
 @click.option("--device", default="cpu", help="cpu or cuda.")
 @click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Any other training setting, repeatable: alpha, tau, form (softplus|hinge), "
+    "pairs_per_utterance, joint_lambda, distill_weight, context_turns, lr, batch_size, patience, … "
+    "(docs/training.md lists them).",
+)
+@click.option(
     "--publish",
     is_flag=True,
     help="Then export the checkpoint into the registry (PARLEY_TRAIN_REGISTRY_URI) and announce it with "
@@ -135,6 +145,7 @@ def fit(
     finetune_epochs: int,
     max_length: int,
     device: str,
+    overrides: tuple[str, ...],
     publish: bool,
     sample: Path | None,
 ) -> None:
@@ -156,17 +167,21 @@ def fit(
     chosen = {t: all_labels[t] for t in (tasks or all_labels)}
     data = load_dataset(utterances, chosen, gold, llm, skip_tasks=frozenset(all_labels) - frozenset(chosen))
     split = split_by_dialogue(data, seed=seed)
-    config = FitConfig(
-        method=method,  # type: ignore[arg-type]
-        model_name=model_name,
-        encoder=encoder,
-        version=version or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
-        seed=seed,
-        pretrain_epochs=pretrain_epochs,
-        finetune_epochs=finetune_epochs,
-        max_length=max_length,
-        device=device,
-    )
+    settings_given = {
+        "method": method,
+        "model_name": model_name,
+        "encoder": encoder,
+        "version": version or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
+        "seed": seed,
+        "pretrain_epochs": pretrain_epochs,
+        "finetune_epochs": finetune_epochs,
+        "max_length": max_length,
+        "device": device,
+    }
+    try:  # --set NAME=VALUE wins over the options above
+        config = FitConfig(**{**settings_given, **_fit_overrides(overrides)})
+    except TrainError as e:
+        raise click.ClickException(str(e)) from None
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -330,6 +345,15 @@ def compare(spec: Path, out: Path, device: str | None) -> None:
         grid = dataclasses.replace(grid, fit={**grid.fit, "device": device})
     run_grid(data, grid, out, on_run=lambda name: click.echo(f"running {name}"))
     click.echo((out / "compare.md").read_text())
+
+
+def _fit_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from train.loop import FitConfig
+
+    try:
+        return FitConfig.parse_overrides(pairs)
+    except TrainError as e:
+        raise click.BadParameter(str(e), param_hint="--set") from None
 
 
 def _columns(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 import structlog
@@ -67,6 +67,9 @@ class FitConfig:
     pairs_per_utterance: int = 4
     joint_lambda: float = 0.0
     """Keep λ·pairwise during fine-tuning (0: plain CE)."""
+    distill_weight: float = 0.0
+    """With the method, add this × KL(ensemble ‖ student) to the pairwise loss of the LLM stage: the
+    pairs teach the ranking across utterances, the KL the distribution within one (0: pairs alone)."""
     pretrain_epochs: int = 1
     finetune_epochs: int = 5
     lr: float = 5e-5
@@ -85,6 +88,37 @@ class FitConfig:
             raise TrainError(f"unknown method {self.method!r}; use one of {METHODS}")
         if self.context_turns < 0:
             raise TrainError(f"context_turns must be 0 or more, not {self.context_turns}")
+        if self.distill_weight < 0 or self.joint_lambda < 0:
+            raise TrainError("distill_weight and joint_lambda must be 0 or more")
+
+    @staticmethod
+    def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+        """``["tau=0.2", "form=hinge"]`` → typed settings, with a clear error for an unknown name or a
+        value of the wrong type (``parley train fit --set``)."""
+        hints = get_type_hints(FitConfig)
+        settable = sorted(set(hints) - {"method", "seed"})
+        out: dict[str, Any] = {}
+        for pair in pairs:
+            name, sep, raw = pair.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or name not in settable:
+                raise TrainError(f"{pair!r}: use NAME=VALUE with NAME one of {', '.join(settable)}")
+            kind = hints[name]
+            try:
+                if kind is int:
+                    out[name] = int(raw)
+                elif kind is float:
+                    out[name] = float(raw)
+                elif get_origin(kind) is Literal:
+                    if raw not in get_args(kind):
+                        raise ValueError(f"one of {', '.join(get_args(kind))}")
+                    out[name] = raw
+                else:  # str or str | None
+                    out[name] = raw or None
+            except ValueError as e:
+                wanted = str(e) if get_origin(kind) is Literal else getattr(kind, "__name__", str(kind))
+                raise TrainError(f"{pair!r}: {name} must be {wanted}") from None
+        return out
 
 
 @dataclass
@@ -203,6 +237,8 @@ class Trainer:
                 dialogue_ids = torch.tensor([index[batch[i].dialogue_id] for i in rows])
                 i, j = sample_pairs(dialogue_ids, self.config.pairs_per_utterance, generator)
                 total = total + self.pairwise(student, teacher, i.to(self.device), j.to(self.device))
+                if self.config.distill_weight > 0:
+                    total = total + self.config.distill_weight * self.distill(student, teacher)
             elif method == "distill":
                 total = total + self.distill(student, teacher)
             elif method == "gce":

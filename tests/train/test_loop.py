@@ -191,6 +191,10 @@ def test_fit_command_on_the_real_minilm(
             str(tmp_path / "ckpt"),
             "--version",
             "t1",
+            "--set",
+            "tau=0.2",
+            "--set",
+            "distill_weight=0.5",
             "--publish",
         ],
         env={
@@ -219,6 +223,8 @@ def test_fit_command_on_the_real_minilm(
     assert isinstance(event, ModelTrained)
     assert (event.model, event.version) == ("student", "t1")
     assert event.bundle_uri.endswith("student/t1")
+    config = read_checkpoint(tmp_path / "ckpt")[0].training.config
+    assert (config["tau"], config["distill_weight"]) == (0.2, 0.5)
     checked = CliRunner().invoke(cli, ["engine", "check-manifest", str(tmp_path / "ckpt")])
     assert checked.exit_code == 0, checked.output
     assert "student/t1" in checked.output
@@ -314,3 +320,49 @@ def test_context_is_the_second_text_and_truncation_spares_the_utterance() -> Non
     assert "terrible" in text
     with pytest.raises(TrainError, match="context_turns"):
         FitConfig(context_turns=-1)
+
+
+def test_settings_from_the_command_line_are_typed_and_checked() -> None:
+    """`fit --set NAME=VALUE`: values take the setting's type; unknown names and bad values are refused
+    with the reason."""
+    assert FitConfig.parse_overrides(["tau=0.25", "form=hinge", "pairs-per-utterance=12", "encoder="]) == {
+        "tau": 0.25,
+        "form": "hinge",
+        "pairs_per_utterance": 12,
+        "encoder": None,
+    }
+    with pytest.raises(TrainError, match="NAME=VALUE with NAME one of .*alpha"):
+        FitConfig.parse_overrides(["temperature=2"])
+    with pytest.raises(TrainError, match="pairs_per_utterance must be int"):
+        FitConfig.parse_overrides(["pairs_per_utterance=many"])
+    with pytest.raises(TrainError, match="form must be one of softplus, hinge"):
+        FitConfig.parse_overrides(["form=cosine"])
+    with pytest.raises(TrainError, match="distill_weight and joint_lambda"):
+        FitConfig(distill_weight=-1.0)
+
+
+def test_distill_weight_adds_exactly_the_kl_term_to_the_pairwise_loss() -> None:
+    """With distill_weight w the LLM-stage loss of the method is pairwise + w·KL(ensemble ‖ student),
+    on the same sampled pairs."""
+    from train.losses import SoftLabelDistillationLoss
+
+    data = synthetic(14)
+    split = split_by_dialogue(data, dev_fraction=0.25, seed=0)
+    batch = [u for u in data.utterances.values() if u.dialogue_id in {"d0", "d1"}]
+    losses = []
+    for weight in (0.0, 2.0):
+        trainer = Trainer(
+            data,
+            split,
+            split.train,
+            FitConfig(method="method", max_length=16, distill_weight=weight),
+            model=tiny_student(),
+        )
+        trainer.model.eval()
+        with torch.no_grad():
+            logits = trainer.model(**trainer._encode(batch))
+            losses.append(trainer._llm_loss(logits, batch, torch.Generator().manual_seed(0)))
+    teacher = torch.tensor([data.ensemble["sentiment"][u.id] for u in batch])
+    kl = SoftLabelDistillationLoss()(logits["sentiment"], teacher)
+    assert float(kl) > 0
+    assert torch.allclose(losses[1] - losses[0], 2.0 * kl, atol=1e-6)
