@@ -331,7 +331,7 @@ def test_settings_from_the_command_line_are_typed_and_checked() -> None:
         "pairs_per_utterance": 12,
         "encoder": None,
     }
-    with pytest.raises(TrainError, match="NAME=VALUE with NAME one of .*alpha"):
+    with pytest.raises(TrainError, match=r"NAME=VALUE with NAME one of .*alpha"):
         FitConfig.parse_overrides(["temperature=2"])
     with pytest.raises(TrainError, match="pairs_per_utterance must be int"):
         FitConfig.parse_overrides(["pairs_per_utterance=many"])
