@@ -8,6 +8,7 @@
     fit: {pretrain_epochs: 1, finetune_epochs: 5, max_length: 64}   # any FitConfig field
     variants: {tau0: {tau: 0.0}, hinge: {form: hinge}}  # optional: named fit overrides (ablations)
     sample: {train: 40, test: 10}             # optional: a seeded sample of dialogues per split
+    perturb: {dialogue_bias: 0.3}             # optional: perturbed LLM labels (train/perturb.py)
 
 Each run's metrics are written to ``<out>/runs/<method>[-<variant>]-b<budget>-s<seed>.json`` as soon
 as it ends; a rerun skips every run whose file exists, so an interrupted grid resumes where it
@@ -95,6 +96,14 @@ def run_name(method: str, budget: float, seed: int, variant: str = "") -> str:
 _FINETUNE_ONLY = frozenset({"finetune_epochs", "joint_lambda", "version", "model_name"})
 
 
+def _scores_digest(scores: dict[str, list[float]]) -> str:
+    """The ensemble's content, not just its size: a perturbed ensemble must not reuse a clean cache."""
+    ids = sorted(scores)
+    h = hashlib.sha256("\n".join(ids).encode())
+    h.update(np.asarray([scores[i] for i in ids], dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
 def pretrain_key(config: FitConfig, data: Dataset) -> str:
     """A name for the LLM-label stage of ``config`` on ``data``, equal across human budgets."""
     defaults = asdict(FitConfig(method=config.method, seed=config.seed))
@@ -106,7 +115,7 @@ def pretrain_key(config: FitConfig, data: Dataset) -> str:
                 "settings": settings,
                 "utterances": sorted(data.utterances),
                 "tasks": data.labels,
-                "llm": {t: len(e) for t, e in data.ensemble.items()},
+                "llm": {t: _scores_digest(e) for t, e in data.ensemble.items()},
             },
             sort_keys=True,
         ).encode()
@@ -310,4 +319,8 @@ def load_grid(spec_path: Path) -> tuple[Dataset, Grid]:
     )
     if spec.get("sample"):
         data = restrict(data, {str(k): int(v) for k, v in spec["sample"].items()})
+    if spec.get("perturb"):
+        from train.perturb import apply
+
+        data = apply(data, dict(spec["perturb"]))
     return data, Grid.from_dict(spec)
