@@ -46,7 +46,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(ROOT))
-    from train.compare import load_grid, summarise
+    from train.compare import load_grid, summarise, summary_table
 
     data, grid = load_grid(args.grid)
     summary = summarise(data, grid, args.run_dir)  # also for a grid still running: what has finished
@@ -70,27 +70,8 @@ def main() -> None:
         "",
         "## Test scores (mean ± std over seeds)",
         "",
-        "| method | budget | runs | "
-        + " | ".join(f"{t} accuracy | {t} macro-F1" for t in tasks)
-        + " | mean s/run |",
-        "|" + "---|" * (4 + 2 * len(tasks)),
+        *summary_table(summary, tasks, seconds=True),
     ]
-    for r in rows:
-        cells = " | ".join(
-            f"{r[f'{t}/accuracy'][0]:.4f} ± {r[f'{t}/accuracy'][1]:.4f} | "
-            f"{r[f'{t}/macro_f1'][0]:.4f} ± {r[f'{t}/macro_f1'][1]:.4f}"
-            for t in tasks
-        )
-        lines.append(f"| {r['method']} | {r['budget']:g} | {r['runs']} | {cells} | {r['seconds']:.0f} |")
-    for task, scores in summary["teacher"].items():
-        lines.append(
-            "| LLM ensemble (teacher) | - | - | "
-            + " | ".join(
-                f"{scores['accuracy']:.4f} | {scores['macro_f1']:.4f}" if t == task else "- | -"
-                for t in tasks
-            )
-            + " | - |"
-        )
     margins = []
     by = {(r["method"], r["budget"]): r for r in rows}
     for budget in sorted({r["budget"] for r in rows}):

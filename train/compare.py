@@ -222,15 +222,15 @@ def summarise(data: Dataset, grid: Grid, out: Path) -> dict[str, Any]:
     return summary
 
 
-def _markdown(summary: dict[str, Any], tasks: list[str]) -> str:
-    head = (
-        "| method | human budget | runs | " + " | ".join(f"{t} accuracy | {t} macro-F1" for t in tasks) + " |"
-    )
+def summary_table(summary: dict[str, Any], tasks: list[str], seconds: bool = False) -> list[str]:
+    """Markdown rows: mean ± std per (method, budget), then the teacher; optionally seconds per run."""
+    extra = " mean s/run |" if seconds else ""
     lines = [
-        "# Method comparison (test split, mean ± std over seeds)",
-        "",
-        head,
-        "|" + "---|" * (3 + 2 * len(tasks)),
+        "| method | human budget | runs | "
+        + " | ".join(f"{t} accuracy | {t} macro-F1" for t in tasks)
+        + " |"
+        + extra,
+        "|" + "---|" * (3 + 2 * len(tasks) + int(seconds)),
     ]
     for r in summary["rows"]:
         cells = " | ".join(
@@ -238,16 +238,20 @@ def _markdown(summary: dict[str, Any], tasks: list[str]) -> str:
             f"{r[f'{t}/macro_f1'][0]:.4f} ± {r[f'{t}/macro_f1'][1]:.4f}"
             for t in tasks
         )
-        lines.append(f"| {r['method']} | {r['budget']:g} | {r['runs']} | {cells} |")
-    for task, scores in summary["teacher"].items():
-        lines.append(
-            "| LLM ensemble (teacher) | - | - | "
-            + " | ".join(
-                f"{scores['accuracy']:.4f} | {scores['macro_f1']:.4f}" if t == task else "- | -"
-                for t in tasks
-            )
-            + " |"
+        time = f" {r['seconds']:.0f} |" if seconds else ""
+        lines.append(f"| {r['method']} | {r['budget']:g} | {r['runs']} | {cells} |{time}")
+    teacher = summary["teacher"]
+    if teacher:
+        cells = " | ".join(
+            f"{teacher[t]['accuracy']:.4f} | {teacher[t]['macro_f1']:.4f}" if t in teacher else "- | -"
+            for t in tasks
         )
+        lines.append(f"| LLM ensemble (teacher) | - | - | {cells} |" + (" - |" if seconds else ""))
+    return lines
+
+
+def _markdown(summary: dict[str, Any], tasks: list[str]) -> str:
+    lines = ["# Method comparison (test split, mean ± std over seeds)", "", *summary_table(summary, tasks)]
     return "\n".join(lines) + "\n\n![macro-F1 by method and budget](compare.png)\n"
 
 
