@@ -91,3 +91,66 @@ def test_the_llm_stage_runs_once_per_seed_across_budgets_and_finetune_only_varia
 def test_variants_are_checked_like_fit_settings() -> None:
     with pytest.raises(TrainError, match="variant 'x': unknown fit settings \\['tua'\\]"):
         Grid.from_dict({"variants": {"x": {"tua": 0.1}}})
+
+
+def _write_grid(data, tmp_path: Path, extra: str = "") -> Path:  # type: ignore[no-untyped-def]
+    """The dataset as files in the ../shared/data layout, and a one-run grid over them."""
+    labels = data.labels["sentiment"]
+    rows = [
+        {"id": u.id, "dialogue_id": u.dialogue_id, "turn": u.turn, "text": u.text, "split": u.split}
+        for u in data.utterances.values()
+    ]
+    gold = [{"id": i, "task": "sentiment", "label": g} for i, g in data.gold["sentiment"].items()]
+    llm = [
+        {
+            "id": i,
+            "task": "sentiment",
+            "prompt_id": "p1",
+            "label": labels[max(range(3), key=lambda k: p[k])],
+            "scores": dict(zip(labels, p, strict=True)),
+        }
+        for i, p in data.ensemble["sentiment"].items()
+    ]
+    for name, records in (("u.jsonl", rows), ("g.jsonl", gold), ("l.jsonl", llm)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "labels.json").write_text(json.dumps({"sentiment": labels}))
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(
+        "data: {utterances: u.jsonl, gold: g.jsonl, llm: l.jsonl, labels: labels.json}\n"
+        "methods: [method]\nbudgets: [0.5]\nseeds: [1]\nfit: {max_length: 16}\n" + extra
+    )
+    return spec
+
+
+def test_a_grid_file_applies_its_perturbation(tmp_path: Path) -> None:
+    """`perturb:` in the grid file reaches the loaded ensemble (and so the cache key)."""
+    from train.compare import load_grid
+
+    data = synthetic(12)
+    clean, _ = load_grid(_write_grid(data, tmp_path))
+    biased, _ = load_grid(_write_grid(data, tmp_path, "perturb: {dialogue_bias: 0.5}\n"))
+    assert set(clean.ensemble["sentiment"]) == set(biased.ensemble["sentiment"])
+    assert clean.ensemble != biased.ensemble
+    with pytest.raises(TrainError, match="unknown keys"):
+        load_grid(_write_grid(data, tmp_path, "perturb: {dialogue_shuffle: 1}\n"))
+
+
+def test_compare_on_cuda_without_a_gpu_says_so(tmp_path: Path) -> None:
+    """`compare --device cuda` on a machine without CUDA stops with the reason, before any run."""
+    import torch
+    from click.testing import CliRunner
+
+    from parley.cli import cli
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the error on a machine without CUDA")
+    spec = _write_grid(synthetic(12), tmp_path)
+    result = CliRunner().invoke(
+        cli,
+        ["train", "compare", str(spec), "--out", str(tmp_path / "out"), "--device", "cuda"],
+        env={"PARLEY_TRAIN_LOG_FORMAT": "json"},
+    )
+    assert result.exit_code != 0
+    assert isinstance(result.exception, TrainError)  # parley's main() prints it as "error: …", exit 1
+    assert "no CUDA GPU" in str(result.exception)
+    assert not list((tmp_path / "out" / "runs").glob("*.json"))
