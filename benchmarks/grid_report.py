@@ -46,7 +46,8 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(ROOT))
-    from train.compare import load_grid, summarise, summary_table
+    from train.compare import load_grid, run_name, summarise, summary_table
+    from train.data import budget_label, budget_order
 
     data, grid = load_grid(args.grid)
     summary = summarise(data, grid, args.run_dir)  # also for a grid still running: what has finished
@@ -74,7 +75,7 @@ def main() -> None:
     ]
     margins = []
     by = {(r["method"], r["budget"]): r for r in rows}
-    for budget in sorted({r["budget"] for r in rows}):
+    for budget in sorted({r["budget"] for r in rows}, key=budget_order):
         if ("method", budget) not in by:
             continue
         m = by[("method", budget)]
@@ -112,13 +113,13 @@ def main() -> None:
             teacher = "-" if g["points_over_teacher"] is None else f"{g['points_over_teacher']:+.2f}"
             bar = "-" if g["bar"] is None else f"+{g['bar']:g}"
             lines.append(
-                f"| {g['budget']:g} | {g['task']} | {g['metric']} | {g['method']:.4f} | "
+                f"| {budget_label(g['budget'])} | {g['task']} | {g['metric']} | {g['method']:.4f} | "
                 f"{g['best_baseline']} {g['best_baseline_value']:.4f} | {g['points_over_best_baseline']:+.2f} | "
                 f"{bar} | {teacher} |"
             )
     lines += ["", "## Seconds per run", "", "| run | seconds |", "|---|---|"]
     for r in records:
-        name = f"{r['method']}{'-' + r['variant'] if r.get('variant') else ''}-b{r['budget']:g}-s{r['seed']}"
+        name = run_name(r["method"], r["budget"], r["seed"], r.get("variant", ""))
         lines.append(f"| {name} | {r['seconds']:.0f} |")
     seconds = [r["seconds"] for r in records]
     if seconds:

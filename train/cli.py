@@ -87,7 +87,11 @@ def demo_bundle(work_dir: Path, target: str) -> None:
     help="method: intra-dialogue preference pretraining; the others are the baselines.",
 )
 @click.option(
-    "--budget", type=float, default=0.2, help="Fraction of training dialogues whose human labels are used."
+    "--budget",
+    default="0.2",
+    show_default=True,
+    help="Human labels used: a fraction of training dialogues (0.05), or N/class — whole dialogues until "
+    "every class of every task has at least N labels (20/class).",
 )
 @click.option(
     "--seed", type=int, default=13, help="Seed of the dev split, the budget and the initialisation."
@@ -135,7 +139,7 @@ def fit(
     llm: Path | None,
     tasks: tuple[str, ...],
     method: str,
-    budget: float,
+    budget: str,
     seed: int,
     out: Path,
     model_name: str,
@@ -158,7 +162,7 @@ def fit(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from train.data import human_budget, load_dataset, split_by_dialogue
+    from train.data import load_dataset, select_human, split_by_dialogue
     from train.loop import FitConfig, Trainer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -200,7 +204,7 @@ def fit(
                 description="pretraining" if step["stage"] == 0 else "fine-tuning",
             )
 
-        trainer = Trainer(data, split, human_budget(split.train, budget, seed), config, on_step=on_step)
+        trainer = Trainer(data, split, select_human(data, split.train, budget, seed), config, on_step=on_step)
         result = trainer.fit(out)
     test = trainer.evaluate(split.test)
     click.echo(

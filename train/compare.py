@@ -3,7 +3,7 @@
     data: {utterances: …, gold: …, llm: …, labels: …}
     tasks: [dialogue_act, sentiment]          # optional: all tasks in labels.json
     methods: [method, ce_human, ce_llm_hard, distill, gce]
-    budgets: [0.05, 0.2]
+    budgets: [0.05, 0.2, 20/class]           # fractions of training dialogues, or N/class
     seeds: [1, 2, 3]
     fit: {pretrain_epochs: 1, finetune_epochs: 5, max_length: 64}   # any FitConfig field
     variants: {tau0: {tau: 0.0}, hinge: {form: hinge}}  # optional: named fit overrides (ablations)
@@ -31,7 +31,17 @@ from typing import Any
 import numpy as np
 import structlog
 
-from train.data import Dataset, human_budget, load_dataset, restrict, split_by_dialogue
+from train.data import (
+    Budget,
+    Dataset,
+    budget_label,
+    budget_order,
+    load_dataset,
+    parse_budget,
+    restrict,
+    select_human,
+    split_by_dialogue,
+)
 from train.errors import TrainError
 from train.evaluate import macro_f1
 from train.loop import METHODS, FitConfig, Trainer
@@ -42,7 +52,7 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True)
 class Grid:
     methods: list[str]
-    budgets: list[float]
+    budgets: list[Budget]
     seeds: list[int]
     fit: dict[str, Any]
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"": {}})
@@ -66,7 +76,7 @@ class Grid:
                 )
         grid = cls(
             list(spec.get("methods", METHODS)),
-            [float(b) for b in spec.get("budgets", [0.2])],
+            [parse_budget(b) for b in spec.get("budgets", [0.2])],
             [int(s) for s in spec.get("seeds", [13])],
             dict(spec.get("fit", {})),
             {str(k): dict(v or {}) for k, v in variants.items()},
@@ -75,7 +85,7 @@ class Grid:
             raise TrainError("the grid needs at least one method, one budget and one seed")
         return grid
 
-    def runs(self) -> list[tuple[str, str, float, int]]:
+    def runs(self) -> list[tuple[str, str, Budget, int]]:
         return [
             (v, m, b, s)
             for v in self.variants
@@ -88,8 +98,9 @@ class Grid:
         return FitConfig(method=method, seed=seed, **{**self.fit, **self.variants[variant]})  # type: ignore[arg-type]
 
 
-def run_name(method: str, budget: float, seed: int, variant: str = "") -> str:
-    return f"{method}{'-' + variant if variant else ''}-b{budget:g}-s{seed}"
+def run_name(method: str, budget: Budget, seed: int, variant: str = "") -> str:
+    b = budget_label(budget).replace("/class", "pc")
+    return f"{method}{'-' + variant if variant else ''}-b{b}-s{seed}"
 
 
 # Settings that only touch fine-tuning: runs differing only in these share the LLM stage.
@@ -144,7 +155,7 @@ def run_grid(
         trainer = Trainer(
             data,
             split,
-            human_budget(split.train, budget, seed),
+            select_human(data, split.train, budget, seed),
             config,
             model=model_factory() if model_factory else None,
         )
@@ -239,7 +250,7 @@ def summary_table(summary: dict[str, Any], tasks: list[str], seconds: bool = Fal
             for t in tasks
         )
         time = f" {r['seconds']:.0f} |" if seconds else ""
-        lines.append(f"| {r['method']} | {r['budget']:g} | {r['runs']} | {cells} |{time}")
+        lines.append(f"| {r['method']} | {budget_label(r['budget'])} | {r['runs']} | {cells} |{time}")
     teacher = summary["teacher"]
     if teacher:
         cells = " | ".join(
@@ -261,7 +272,7 @@ def _plot(summary: dict[str, Any], tasks: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    budgets = sorted({r["budget"] for r in summary["rows"]})
+    budgets = sorted({r["budget"] for r in summary["rows"]}, key=budget_order)
     methods = list(dict.fromkeys(r["method"] for r in summary["rows"]))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     width = 0.8 / max(len(methods), 1)
@@ -291,9 +302,10 @@ def _plot(summary: dict[str, Any], tasks: list[str], path: Path) -> None:
                 summary["teacher"][task]["macro_f1"], color="black", linestyle="--", label="LLM teacher"
             )
         ax.set_xticks(
-            [i + width * (len(methods) - 1) / 2 for i in range(len(budgets))], [f"{b:g}" for b in budgets]
+            [i + width * (len(methods) - 1) / 2 for i in range(len(budgets))],
+            [budget_label(b) for b in budgets],
         )
-        ax.set_xlabel("human-label budget (share of training dialogues)")
+        ax.set_xlabel("human-label budget (share of training dialogues, or labels per class)")
         ax.set_ylabel("test macro-F1")
         ax.set_title(task)
     axes[0][0].legend(fontsize=8)

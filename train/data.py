@@ -284,3 +284,79 @@ def human_budget(dialogues: Sequence[str], fraction: float, seed: int = 13) -> l
     chosen = sorted(dialogues)
     random.Random(seed).shuffle(chosen)
     return sorted(chosen[: max(1, round(len(chosen) * fraction))])
+
+
+Budget = float | str
+"""A human-label budget: a fraction of training dialogues (0.05), or ``"N/class"``: whole dialogues
+until every class of every task has at least N human labels."""
+
+
+def parse_budget(value: object) -> Budget:
+    """``0.05``, ``"0.05"`` → 0.05; ``"20/class"`` → ``"20/class"``; anything else is an error."""
+    if isinstance(value, str) and value.strip().endswith("/class"):
+        count = value.strip().removesuffix("/class")
+        if not count.isdigit() or int(count) < 1:
+            raise DataError(f"budget {value!r}: use N/class with N a whole number ≥ 1")
+        return f"{int(count)}/class"
+    try:
+        fraction = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DataError(
+            f"budget {value!r}: use a fraction of training dialogues (0.05) or N/class (20/class)"
+        ) from None
+    if not 0 < fraction <= 1:
+        raise DataError(f"the human-label budget must be a fraction in (0, 1] or N/class, got {value}")
+    return fraction
+
+
+def budget_label(budget: Budget) -> str:
+    return budget if isinstance(budget, str) else f"{budget:g}"
+
+
+def budget_order(budget: Budget) -> tuple[int, float]:
+    """Sort key: fractions first, then per-class counts, each ascending."""
+    return (1, float(budget.split("/")[0])) if isinstance(budget, str) else (0, budget)
+
+
+def human_budget_per_class(
+    data: Dataset, dialogues: Sequence[str], per_class: int, seed: int = 13
+) -> list[str]:
+    """Whole training dialogues, in a seeded order, taken while they add a label of a class (of any
+    task) that has fewer than ``per_class`` so far; an error names the classes the dialogues cannot fill."""
+    if not dialogues:
+        raise DataError("no training dialogues to draw a human-label budget from")
+    have = {(t, c): 0 for t, names in data.labels.items() for c in names}
+    available = dict.fromkeys(have, 0)
+    by_dialogue = data.dialogues()
+    labels_of = {
+        d: [(t, g[u.id]) for u in by_dialogue.get(d, []) for t, g in data.gold.items() if u.id in g]
+        for d in dialogues
+    }
+    for found in labels_of.values():
+        for key in found:
+            available[key] += 1
+    short = [f"{t}/{c} ({n})" for (t, c), n in available.items() if n < per_class]
+    if short:
+        raise DataError(
+            f"a budget of {per_class}/class is larger than the data: the training dialogues hold fewer "
+            f"human labels of {', '.join(short[:10])}{' …' if len(short) > 10 else ''}"
+        )
+    order = sorted(dialogues)
+    random.Random(seed).shuffle(order)
+    chosen = []
+    for d in order:
+        if all(n >= per_class for n in have.values()):
+            break
+        if any(have[key] < per_class for key in labels_of[d]):
+            chosen.append(d)
+            for key in labels_of[d]:
+                have[key] += 1
+    return sorted(chosen)
+
+
+def select_human(data: Dataset, dialogues: Sequence[str], budget: Budget, seed: int = 13) -> list[str]:
+    """The training dialogues whose human labels a run may use, for either kind of budget."""
+    budget = parse_budget(budget)
+    if isinstance(budget, str):
+        return human_budget_per_class(data, dialogues, int(budget.split("/")[0]), seed)
+    return human_budget(dialogues, budget, seed)

@@ -154,3 +154,18 @@ def test_compare_on_cuda_without_a_gpu_says_so(tmp_path: Path) -> None:
     assert isinstance(result.exception, TrainError)  # parley's main() prints it as "error: …", exit 1
     assert "no CUDA GPU" in str(result.exception)
     assert not list((tmp_path / "out" / "runs").glob("*.json"))
+
+
+def test_budgets_may_be_fractions_or_counts_per_class() -> None:
+    """A grid's budgets mix fractions and N/class; run names and summary order follow."""
+    from train.compare import run_name
+    from train.data import DataError, budget_order
+
+    grid = Grid.from_dict({"methods": ["ce_human"], "budgets": ["20/class", 0.05], "seeds": [1]})
+    assert [run_name(m, b, s, v) for v, m, b, s in grid.runs()] == [
+        "ce_human-b20pc-s1",
+        "ce_human-b0.05-s1",
+    ]
+    assert sorted(grid.budgets, key=budget_order) == [0.05, "20/class"]
+    with pytest.raises(DataError, match="N/class"):
+        Grid.from_dict({"budgets": ["lots"]})

@@ -11,10 +11,14 @@ import pytest
 from train.data import (
     PSEUDO_DIALOGUE_SIZE,
     DataError,
+    Dataset,
+    Utterance,
     human_budget,
     load_dataset,
     load_utterances,
+    parse_budget,
     pseudo_dialogues,
+    select_human,
     split_by_dialogue,
 )
 
@@ -106,6 +110,52 @@ def test_human_budget_is_a_seeded_fraction_of_dialogues() -> None:
     assert human_budget(dialogues, 0.05, seed=4) != chosen
     with pytest.raises(DataError, match="fraction"):
         human_budget(dialogues, 1.5)
+
+
+def _labelled(counts: dict[str, int]) -> Dataset:
+    """One two-turn dialogue per label occurrence pair: dialogue k holds two turns of one label."""
+    utterances, gold = {}, {}
+    k = 0
+    for label, n in counts.items():
+        for _ in range(n):
+            for t in range(2):
+                uid = f"d{k}-{t}"
+                utterances[uid] = Utterance(uid, f"d{k}", t, f"{label} text", "train")
+                gold[uid] = label
+            k += 1
+    return Dataset(utterances, {"sentiment": list(counts)}, {"sentiment": gold})
+
+
+def test_a_per_class_budget_takes_dialogues_until_every_class_has_n_labels() -> None:
+    """N/class: whole dialogues in a seeded order, each kept only while it adds a label of a class
+    still short of N; every class ends with at least N labels; too large a budget names the class."""
+    data = _labelled({"negative": 3, "neutral": 20, "positive": 5})
+    dialogues = sorted({u.dialogue_id for u in data.utterances.values()})
+    chosen = select_human(data, dialogues, "4/class", seed=1)
+    per_class = {c: 0 for c in data.labels["sentiment"]}
+    for u in data.utterances.values():
+        if u.dialogue_id in chosen:
+            per_class[data.gold["sentiment"][u.id]] += 1
+    assert per_class == {"negative": 4, "neutral": 4, "positive": 4}  # 2 turns a dialogue: exactly 2 each
+    assert select_human(data, dialogues, "4/class", seed=1) == chosen
+    assert select_human(data, dialogues, "4/class", seed=2) != chosen
+    with pytest.raises(DataError, match=r"larger than the data.*sentiment/negative \(6\)"):
+        select_human(data, dialogues, "7/class")
+    assert select_human(data, dialogues, 0.5, seed=1) == human_budget(dialogues, 0.5, seed=1)
+
+
+@pytest.mark.parametrize(
+    ("given", "parsed"),
+    [(0.05, 0.05), ("0.2", 0.2), (1, 1.0), ("20/class", "20/class"), (" 3/class", "3/class")],
+)
+def test_budgets_parse(given: object, parsed: object) -> None:
+    assert parse_budget(given) == parsed
+
+
+@pytest.mark.parametrize("bad", ["0/class", "x/class", "lots", 0, 1.5, None])
+def test_bad_budgets_are_refused(bad: object) -> None:
+    with pytest.raises(DataError, match="budget"):
+        parse_budget(bad)
 
 
 def test_utterances_without_dialogues_form_pseudo_dialogues(tmp_path: Path) -> None:
