@@ -66,12 +66,10 @@ def build_bundle(
     """Assemble a complete, checked bundle from ``checkpoint`` in a new directory under ``staging_parent``."""
     manifest, model = read_checkpoint(checkpoint)
     context = manifest.training.config.get("context_turns") or 0
-    if context:
-        raise EngineError(
-            f"{checkpoint} was trained with {context} previous turn(s) as context; engines and the "
-            "worker serve single utterances, so its predictions would not match training. Retrain "
-            "with context_turns 0 to deploy (serving with context is not built yet)."
-        )
+    if not isinstance(context, int) or context < 0:
+        raise EngineError(f"{checkpoint}: training.config.context_turns is {context!r}, not a count")
+    if context != manifest.context_turns:  # checkpoints written before the manifest carried it
+        manifest = manifest.model_copy(update={"context_turns": context})
     if version is not None:
         manifest = manifest.model_copy(update={"version": version})
     # Re-validate: the override must obey the same rules as the manifest itself.

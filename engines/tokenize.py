@@ -37,18 +37,46 @@ class Batch:
 
 
 class Tokenizer:
-    """A bundle's tokenizer with truncation at ``max_length`` and no padding (batches pad themselves)."""
+    """A bundle's tokenizer with truncation at ``max_length`` and no padding (batches pad themselves).
+
+    With contexts (models that read previous turns) every input is a pair — the utterance, then its
+    context, ``""`` where there is none — and truncation cuts the context first (``only_second``);
+    an utterance too long to leave room for any context is encoded with an empty context and cut
+    itself. Training encodes through this same class (``Tokenizer.from_hf``), so a checkpoint sees
+    at serving time exactly the inputs it was trained on.
+    """
 
     def __init__(self, path: Path, max_length: int, input_names: Sequence[str]) -> None:
         from tokenizers import Tokenizer as HFTokenizer
 
         file = path / TOKENIZER_FILE if path.is_dir() else path
         try:
-            self._tok = HFTokenizer.from_file(str(file))
+            tok = HFTokenizer.from_file(str(file))
         except Exception as exc:  # tokenizers raises a bare Exception on a bad file
             raise EngineError(f"{file} is not a readable tokenizer: {exc}") from None
+        self._setup(tok, max_length, input_names)
+
+    @classmethod
+    def from_hf(cls, hf_tokenizer: object, max_length: int, input_names: Sequence[str]) -> Tokenizer:
+        """The same rules over a ``transformers`` fast tokenizer's Rust backend (a copy of it)."""
+        from tokenizers import Tokenizer as HFTokenizer
+
+        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise EngineError(f"{type(hf_tokenizer).__name__} is not a fast tokenizer (no tokenizer.json)")
+        self = cls.__new__(cls)
+        self._setup(HFTokenizer.from_str(backend.to_str()), max_length, input_names)
+        return self
+
+    def _setup(self, tok: object, max_length: int, input_names: Sequence[str]) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        assert isinstance(tok, HFTokenizer)
+        self._tok = tok
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=max_length)
+        self._pair_tok = HFTokenizer.from_str(tok.to_str())
+        self._pair_tok.enable_truncation(max_length=max_length, strategy="only_second")
         self.max_length = max_length
         self.input_names = list(input_names)
         pad = self._tok.padding or {}
@@ -60,8 +88,17 @@ class Tokenizer:
     def _encode(self, texts: Sequence[str], pairs: Sequence[str | None] | None) -> list[Encoding]:
         if pairs is None:
             return list(self._tok.encode_batch(list(texts)))
-        inputs = [(t, p) if p else t for t, p in zip(texts, pairs, strict=True)]
-        return list(self._tok.encode_batch(inputs))
+        inputs = [(t, p or "") for t, p in zip(texts, pairs, strict=True)]
+        try:
+            return list(self._pair_tok.encode_batch(inputs))
+        except Exception:  # an utterance leaves no room for its context: encode those one by one
+            return [self._encode_pair(t, p) for t, p in inputs]
+
+    def _encode_pair(self, text: str, context: str) -> Encoding:
+        try:
+            return self._pair_tok.encode(text, context)
+        except Exception:  # tokenizers' "Truncation error": the utterance alone is too long
+            return self._tok.encode(text, "")
 
     def batches(
         self,

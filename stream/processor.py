@@ -108,6 +108,7 @@ class BatchProcessor:
         self.sentiment_task = sentiment_task
         self.intent_tasks = tuple(intent_tasks)
         self.worker_id = worker_id
+        self._short_context_warned = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-infer")
         self._reported: Serving | None = None
 
@@ -220,6 +221,13 @@ class BatchProcessor:
         n = serving.context_turns
         if n <= 0 or not valid:
             return None
+        if self.store and n > self.store.recent and not self._short_context_warned:
+            self._short_context_warned = True
+            log.warning(
+                "the model reads more previous turns than Redis keeps; raise PARLEY_WORKER_STATE_RECENT",
+                context_turns=n,
+                kept=self.store.recent,
+            )
         stored = (
             await self.store.recent_texts([v.utterance.conversation_id for v in valid], n)
             if self.store

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from engines.checkpoint import write_checkpoint
 from engines.manifest import BundleManifest, TaskSpec
+from engines.tokenize import Tokenizer
 from engines.torch.model import StudentModel, default_encoder, output_name
 from train.data import Dataset, Split, Utterance
 from train.errors import TrainError
@@ -185,7 +186,9 @@ class Trainer:
         self.gce = GeneralizedCrossEntropyLoss(config.gce_q)
         self.history: list[dict[str, float]] = []
         self.context: dict[str, str] = {}
+        self._pairs: Tokenizer | None = None
         if config.context_turns > 0:
+            self._pairs = Tokenizer.from_hf(self.tokenizer, config.max_length, _inputs(self.model))
             for turns in data.dialogues().values():
                 for k, u in enumerate(turns):
                     previous = turns[max(0, k - config.context_turns) : k]
@@ -194,15 +197,11 @@ class Trainer:
     # -- data -------------------------------------------------------------------------------------
     def _encode(self, batch: Sequence[Utterance]) -> dict[str, Tensor]:
         texts = [u.text for u in batch]
-        if self.config.context_turns > 0:  # the utterance first, so truncation cuts the context
-            enc = self.tokenizer(
-                texts,
-                [self.context.get(u.id, "") for u in batch],
-                padding=True,
-                truncation="only_second",
-                max_length=self.config.max_length,
-                return_tensors="pt",
+        if self._pairs is not None:  # exactly the engines' pair encoding (engines/tokenize.py)
+            [padded] = self._pairs.batches(
+                texts, [self.context.get(u.id, "") for u in batch], max_batch=len(batch), bucket=False
             )
+            return {k: torch.from_numpy(v).to(self.device) for k, v in padded.feeds.items()}
         else:
             enc = self.tokenizer(
                 texts, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
@@ -398,6 +397,7 @@ class Trainer:
             base_model=self.encoder,
             tasks=[TaskSpec(name=t, labels=self.data.labels[t], output=output_name(t)) for t in self.tasks],
             max_length=cfg.max_length,
+            context_turns=cfg.context_turns,
             inputs=_inputs(self.model),
             code_revision="unknown",
             training={"config": {k: v for k, v in asdict(cfg).items()}, "metrics": metrics},

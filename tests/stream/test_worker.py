@@ -453,3 +453,70 @@ async def test_a_new_engine_that_fails_to_load_leaves_the_old_one_serving(
     assert {o.model.version for o in outputs} == {"demo-1"}
     assert "new engine failed to load" in worker.tail(200)
     assert worker.readyz() == {"ready": True, "engine": True, "kafka": True}
+
+
+async def test_a_model_that_reads_context_is_served_the_previous_turn(
+    kafka_settings: KafkaSettings,
+    worker_topics: TopicSettings,
+    worker_factory: Callable[..., WorkerProcess],
+    demo_registry,
+    tmp_path,
+) -> None:
+    """A bundle trained with one previous turn as context: the worker gives each utterance its
+    conversation's previous text — from earlier in the same batch, or from Redis when it came in an
+    earlier wave — and its scores are the engine's on (text, previous text), not on the text alone."""
+    from engines.base import EngineOptions, load_engine
+    from engines.build import build_onnxruntime
+    from engines.export import build_bundle
+    from engines.pointer import PointerStore
+    from engines.registry import Registry
+    from parley.clients import redis_client
+    from train.demo import labelled_samples, write_demo_checkpoint
+
+    registry_uri, redis = demo_registry
+    registry = Registry(registry_uri)
+    ckpt = await asyncio.to_thread(write_demo_checkpoint, tmp_path / "ckpt", "ctx-1")
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    manifest["model"] = "ctx-student"
+    manifest["training"]["config"]["context_turns"] = 1
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    rows = [{"text": t, "gold": g} for t, g in labelled_samples()]
+    bundle = registry.put(await asyncio.to_thread(build_bundle, ckpt, registry.staging_dir(), rows))
+    assert bundle.manifest.context_turns == 1
+    built = await asyncio.to_thread(build_onnxruntime, bundle, registry, "fp32")
+    client = redis_client(redis)
+    try:
+        await PointerStore(client, redis.key_prefix).promote(
+            "ctx-student", "ctx-1", built.record.engine_id, "onnxruntime", "cpu"
+        )
+    finally:
+        await client.aclose()
+
+    worker = worker_factory(PARLEY_WORKER_MODEL="ctx-student")
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+    utterances = conversations(4, 6)  # turn-major: the first 12 are turns 0-2 of the 4 conversations
+    await send_messages(kafka_settings, worker_topics.utterances, messages_for(utterances[:12]))
+    await collect(kafka_settings, worker_topics.utterance_labels, 12)  # wave 1 done: its texts in Redis
+    await send_messages(kafka_settings, worker_topics.utterances, messages_for(utterances[12:]))
+    records = await collect(kafka_settings, worker_topics.utterance_labels, len(utterances))
+    got = {o.utterance_id: o for o in (UtteranceLabels.model_validate_json(v) for _, _, v in records)}
+    assert sorted(got) == sorted(u.utterance_id for u in utterances)
+
+    previous: dict[str, str] = {}
+    contexts: list[str | None] = []
+    for u in utterances:
+        contexts.append(previous.get(u.conversation_id))
+        previous[u.conversation_id] = u.text
+    texts = [u.text for u in utterances]
+    with load_engine(bundle, "onnxruntime", EngineOptions(precision="fp32")) as engine:
+        expected, alone = engine.infer(texts, contexts), engine.infer(texts)
+    moved = 0
+    for i, u in enumerate(utterances):
+        for task, prediction in got[u.utterance_id].predictions.items():
+            best = int(expected[task][i].argmax())
+            assert prediction.label == bundle.manifest.task(task).labels[best], (u.utterance_id, task)
+            assert abs(prediction.score - float(expected[task][i, best])) < 1e-4, (u.utterance_id, task)
+            moved += abs(float(alone[task][i, best]) - float(expected[task][i, best])) > 1e-4
+    assert moved > 0  # the context changed the scores: the test would catch a worker that ignored it
+    assert worker.stop() == 0

@@ -297,11 +297,23 @@ def test_context_turns_let_the_student_read_the_previous_turn(tmp_path: Path) ->
     assert scores[1] > 0.6, scores  # reads the question before the answer
     assert scores[0] < 0.5, scores  # the answer alone says nothing
     assert read_checkpoint(result.checkpoint)[0].training.config["context_turns"] == 1
-    from engines.errors import EngineError
+
+    # Served as the worker serves it (text + previous turn, None for a first turn), the bundle's ONNX
+    # engine predicts what the trainer predicted: training and serving encode pairs alike.
+    import numpy as np
+
+    from engines.base import load_engine
+    from engines.bundle import Bundle
     from engines.export import build_bundle
 
-    with pytest.raises(EngineError, match="trained with 1 previous turn"):
-        build_bundle(result.checkpoint, tmp_path / "staging", [{"text": "hello"}])
+    bundle = Bundle.open(build_bundle(result.checkpoint, tmp_path / "staging", [{"text": "hello"}]))
+    assert bundle.manifest.context_turns == 1
+    utts, trained = trainer.predict(split.test)
+    contexts = [trainer.context.get(u.id) or None for u in utts]
+    assert contexts.count(None) == len({u.dialogue_id for u in utts})  # first turns have none
+    with load_engine(bundle, "onnxruntime") as engine:
+        served = engine.infer([u.text for u in utts], contexts)
+    assert np.abs(served["sentiment"] - trained["sentiment"]).max() < 1e-4
 
 
 def test_context_is_the_second_text_and_truncation_spares_the_utterance() -> None:
@@ -318,6 +330,12 @@ def test_context_is_the_second_text_and_truncation_spares_the_utterance() -> Non
     text = trainer.tokenizer.decode(ids, skip_special_tokens=True)
     assert text.startswith("okay i see")
     assert "terrible" in text
+    # an utterance too long to leave room for context is cut itself, and its context dropped
+    rambling = Utterance("d0-3", "d0", 3, " ".join(["fine"] * 40), "train")
+    trainer.context["d0-3"] = "terrible terrible"
+    ids = trainer._encode([rambling])["input_ids"][0].tolist()
+    assert len(ids) == 12
+    assert trainer.tokenizer.decode(ids, skip_special_tokens=True) == " ".join(["fine"] * 9)
     with pytest.raises(TrainError, match="context_turns"):
         FitConfig(context_turns=-1)
 
