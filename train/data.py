@@ -313,9 +313,15 @@ def budget_label(budget: Budget) -> str:
     return budget if isinstance(budget, str) else f"{budget:g}"
 
 
+def per_class_count(budget: Budget) -> int | None:
+    """N of an ``"N/class"`` budget (as parse_budget writes it); None for a fraction."""
+    return int(budget.removesuffix("/class")) if isinstance(budget, str) else None
+
+
 def budget_order(budget: Budget) -> tuple[int, float]:
     """Sort key: fractions first, then per-class counts, each ascending."""
-    return (1, float(budget.split("/")[0])) if isinstance(budget, str) else (0, budget)
+    count = per_class_count(budget)
+    return (0, float(budget)) if count is None else (1, count)
 
 
 def human_budget_per_class(
@@ -357,6 +363,7 @@ def human_budget_per_class(
 def select_human(data: Dataset, dialogues: Sequence[str], budget: Budget, seed: int = 13) -> list[str]:
     """The training dialogues whose human labels a run may use, for either kind of budget."""
     budget = parse_budget(budget)
-    if isinstance(budget, str):
-        return human_budget_per_class(data, dialogues, int(budget.split("/")[0]), seed)
-    return human_budget(dialogues, budget, seed)
+    count = per_class_count(budget)
+    if count is not None:
+        return human_budget_per_class(data, dialogues, count, seed)
+    return human_budget(dialogues, float(budget), seed)
