@@ -8,6 +8,7 @@ into the DLQ record. See DESIGN.md, "Events".
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
@@ -105,7 +106,7 @@ class DecodedUtterance:
     """The original length in characters when the text was truncated to the limit, else None."""
 
 
-def decode_utterance(raw: bytes, limits: TextLimits = DEFAULT_LIMITS) -> DecodedUtterance:
+def decode_utterance(raw: bytes | None, limits: TextLimits = DEFAULT_LIMITS) -> DecodedUtterance:
     """Bytes from the ``utterances`` topic to an Utterance, or a ContractError with every reason."""
     obj = decode_object(raw, contract="utterance", max_bytes=limits.max_message_bytes)
     check_schema_version(obj, contract="utterance", supported=SUPPORTED_VERSIONS)
@@ -174,14 +175,38 @@ class SourceCoordinates(_Message):
     timestamp_ms: int | None = None
 
 
+DLQ_KEY_MAX_BYTES: Final = 1024
+"""Most bytes of an input's key kept in its DLQ record (and used as the record's Kafka key)."""
+DLQ_MAX_ERRORS: Final = 20
+"""Most rejections listed in one DLQ record; ``more_errors`` counts the rest."""
+DLQ_DEFAULT_MAX_BYTES: Final = 1_000_000 - DLQ_KEY_MAX_BYTES - 512
+
+
 class DlqRecord(_Message):
-    """A rejected input, byte for byte, with why it was rejected: one message on ``utterances-dlq``."""
+    """A rejected input with why it was rejected: one message on ``utterances-dlq``.
+
+    The original value is kept byte for byte unless the record would not fit the producer's size
+    limit; then it is cut (``original_truncated``) and ``original_size`` and ``original_sha256`` still
+    describe the whole input."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     reason: RejectCode = Field(description="The first reason: what the record is filed under.")
-    errors: list[Rejection] = Field(min_length=1, description="Every reason, with field and value.")
-    original_value: B64Bytes = Field(description="The input's value bytes, base64.")
+    errors: list[Rejection] = Field(
+        min_length=1, description=f"Every reason (the first {DLQ_MAX_ERRORS}), with field and value."
+    )
+    more_errors: int | None = Field(None, ge=1, description="Reasons left out of errors, if any.")
+    original_value: B64Bytes = Field(description="The input's value bytes, base64 (cut if truncated).")
+    original_size: int | None = Field(None, ge=0, description="Length of the whole input value in bytes.")
+    original_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the whole input value, hex."
+    )
+    original_truncated: bool = Field(
+        False, description="True when original_value holds only the first bytes of the input."
+    )
     original_key: B64Bytes | None = Field(None, description="The input's key bytes, base64.")
+    original_key_truncated: bool = Field(
+        False, description=f"True when the key was longer than {DLQ_KEY_MAX_BYTES} bytes and was cut."
+    )
     source: SourceCoordinates
     failed_at: AwareDatetime
     worker: str | None = Field(None, description="The worker instance that rejected it.")
@@ -191,20 +216,41 @@ class DlqRecord(_Message):
         cls,
         rejections: list[Rejection],
         *,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None,
         source: SourceCoordinates,
         worker: str | None = None,
+        max_bytes: int = DLQ_DEFAULT_MAX_BYTES,
     ) -> DlqRecord:
-        return cls(
+        """The DLQ record of an input, encoded size at most ``max_bytes`` whatever the input's size."""
+        value = value or b""
+        kept_key = key if key is None or len(key) <= DLQ_KEY_MAX_BYTES else key[:DLQ_KEY_MAX_BYTES]
+        record = cls(
             reason=rejections[0].code,
-            errors=rejections,
-            original_value=value,
-            original_key=key,
+            errors=rejections[:DLQ_MAX_ERRORS],
+            more_errors=len(rejections) - DLQ_MAX_ERRORS if len(rejections) > DLQ_MAX_ERRORS else None,
+            original_value=b"",
+            original_size=len(value),
+            original_sha256=hashlib.sha256(value).hexdigest(),
+            original_truncated=False,
+            original_key=kept_key,
+            original_key_truncated=kept_key is not key,
             source=source,
             failed_at=datetime.now(UTC),
             worker=worker,
         )
+        # base64 grows 3 bytes into 4; the rest of the record is measured, not guessed.
+        room = max_bytes - len(encode(record))
+        if 4 * -(-len(value) // 3) <= room:
+            return record.model_copy(update={"original_value": value})
+        return record.model_copy(
+            update={"original_value": value[: max(room, 0) // 4 * 3], "original_truncated": True}
+        )
+
+    @property
+    def kafka_key(self) -> bytes | None:
+        """The key to file this record under: the input's key (as kept)."""
+        return self.original_key
 
 
 STREAM_CONTRACTS: Final[dict[str, type[BaseModel]]] = {

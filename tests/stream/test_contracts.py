@@ -90,7 +90,7 @@ def test_full_utterance_round_trips_through_bytes() -> None:
         pytest.param(b"\xff\xfe not utf-8", RejectCode.NOT_UTF8, None, id="bad-bytes"),
         pytest.param(b'{"text": "caf\xe9"}', RejectCode.NOT_UTF8, None, id="latin-1"),
         pytest.param(b"{not json", RejectCode.NOT_JSON, None, id="not-json"),
-        pytest.param(b"", RejectCode.NOT_JSON, None, id="empty-bytes"),
+        pytest.param(b"", RejectCode.EMPTY_VALUE, None, id="empty-bytes"),
         pytest.param(b'["a list"]', RejectCode.NOT_OBJECT, None, id="list"),
         pytest.param(b"null", RejectCode.NOT_OBJECT, None, id="null"),
     ],
