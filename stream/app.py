@@ -1,30 +1,36 @@
 """The faust-streaming worker: micro-batches from ``utterances`` through the engine to ``utterance-labels``.
 
-    app = create_app(WorkerSettings())
-    run_worker(app)            # what ``parley stream worker`` does
+    run_worker(WorkerSettings())     # what ``parley stream worker`` does
 
-The agent takes batches bounded in size (``batch_max_size``) and in waiting time
-(``batch_max_wait_ms``) with ``Stream.take_events`` and hands each to :class:`BatchProcessor`, which
-returns only after Kafka acknowledged every output. faust marks a batch's offsets committable when
-the agent asks for the next batch, so offsets follow acknowledged outputs (at-least-once). On
-shutdown the batch in flight is finished (it is shielded from the agent's cancellation) before
-faust commits and leaves.
+Start-up, in order: the HTTP endpoints (alive, not ready), then the first engine, retried with a
+back-off for as long as it takes (Redis down, no pointer, a version that does not load); only then
+does faust start and the worker join its consumer group, so a worker without an engine holds no
+partitions.
 
-Alongside: a task that follows ``engine_ready`` on ``model-events`` with a group-less reader (every
-worker must see every event) and re-reads the pointer; ``/metrics``, ``/healthz`` and ``/readyz`` on
-faust's web server.
+One agent (concurrency 1) takes batches bounded in size (``batch_max_size``) and waiting time
+(``batch_max_wait_ms``) with ``Stream.noack_take`` and hands each to :class:`stream.delivery.Delivery`,
+which processes it (:class:`stream.processor.BatchProcessor`) and commits its offsets only once Kafka
+acknowledged its outputs; faust's own acks are off for the input topic. On a rebalance and on
+SIGTERM the batches in flight finish and are committed before the partitions go.
+
+Alongside: the acker and committer tasks, a task that follows ``engine_ready`` on ``model-events``
+with a group-less reader (every worker must see every event), a timer that re-reads the pointer;
+each catches its dependency's errors (a crashed faust task would end the worker).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
 from contextlib import aclosing
 from typing import Any
 
 import faust
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from faust.types import TP
+from faust.worker import Worker as FaustWorker
+from mode import CrashingSupervisor
 
 from engines.base import EngineOptions
 from engines.events import EngineReady, decode_model_event
@@ -33,13 +39,19 @@ from engines.registry import Registry
 from parley.clients import kafka_ssl_context, redis_client
 from parley.connections import KafkaSettings
 from parley.contracts import ContractError
+from stream.contracts import DLQ_KEY_MAX_BYTES
+from stream.delivery import Delivery, Partition
 from stream.engine_holder import EngineHolder
 from stream.metrics import WorkerMetrics
 from stream.processor import BatchProcessor, InRecord, Topics
 from stream.settings import WorkerSettings
 from stream.state import ConversationStore
+from stream.web import WebServer
 
 log = structlog.get_logger(__name__)
+
+# aiokafka counts a record batch's header and the record's own framing against max_request_size.
+_RECORD_FRAMING_BYTES = 512
 
 
 def _broker(kafka: KafkaSettings) -> tuple[list[str], Any]:
@@ -71,6 +83,8 @@ class Worker:
             ttl_s=settings.state_ttl_s,
             recent=settings.state_recent,
             alpha=settings.sentiment_alpha,
+            seen_max=settings.state_seen_max,
+            backlog_max=settings.state_backlog_max,
         )
         self.engines = EngineHolder(
             registry=Registry(settings.registry_uri),
@@ -81,12 +95,37 @@ class Worker:
             target=settings.target,
             bundle_path=settings.bundle_path,
             options=EngineOptions(threads=settings.engine_threads, max_batch=settings.engine_max_batch),
+            retry_s=settings.engine_retry_s,
         )
-        self.kafka_ok = False
+        events = {
+            "swap": self.metrics.engine_swaps,
+            "fallback": self.metrics.engine_fallbacks,
+            "load_failed": self.metrics.engine_load_failures,
+        }
+        self.engines.on_event = lambda kind: events[kind].inc() if kind in events else None
+        self.web = WebServer(settings.web_host, settings.web_port, self.metrics.registry, self.status)
+        self.stop_requested = asyncio.Event()
+        self.delivery: Delivery | None = None
         self.processor: BatchProcessor | None = None
 
     def ready(self) -> bool:
-        return self.engines.ready and self.kafka_ok
+        return bool(
+            self.engines.ready
+            and self.delivery is not None
+            and self.delivery.kafka_ok
+            and not self.delivery.failed
+            and not self.stop_requested.is_set()
+        )
+
+    def status(self) -> dict[str, Any]:
+        ok = self.ready()
+        self.metrics.ready.set(1 if ok else 0)
+        return {
+            "ready": ok,
+            "engine": self.engines.ready,
+            "kafka": bool(self.delivery and self.delivery.kafka_ok and not self.delivery.failed),
+            "state": self.store.available,
+        }
 
     async def close(self) -> None:
         if self.processor is not None:
@@ -111,26 +150,31 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Worker]:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        stream_ack_exceptions=False,
-        stream_ack_cancelled_tasks=False,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
-        web_host=settings.web_host,
+        producer_max_request_size=settings.max_record_bytes,
+        producer_request_timeout=settings.publish_timeout_s,
+        web_enabled=False,  # parley serves /metrics, /healthz, /readyz itself (stream.web)
         datadir=f"/tmp/parley-faust-{settings.consumer_group}",
     )
     worker = Worker(settings)
     topics = settings.topics
-    source = app.topic(topics.utterances, key_type=bytes, value_type=bytes)
+    # acks=False: faust neither records nor commits this topic's offsets; stream.delivery does.
+    source = app.topic(topics.utterances, key_type=bytes, value_type=bytes, acks=False)
     labels_topic = app.topic(topics.utterance_labels, key_type=bytes, value_type=bytes)
     dlq_topic = app.topic(topics.utterances_dlq, key_type=bytes, value_type=bytes)
     by_name = {topics.utterance_labels: labels_topic, topics.utterances_dlq: dlq_topic}
 
     async def publish(topic: str, key: bytes | None, value: bytes) -> Any:
-        try:
-            return await by_name[topic].send(key=key, value=value)
-        except Exception:
-            worker.kafka_ok = False
-            raise
+        return await by_name[topic].send(key=key, value=value)
+
+    async def commit(offsets: dict[Partition, int]) -> bool:
+        return bool(
+            await app.consumer._commit(  # type: ignore[attr-defined]
+                {TP(t, p): o for (t, p), o in offsets.items()}
+            )
+        )
+
+    async def fatal(exc: BaseException) -> None:
+        await app.crash(exc)
 
     worker.processor = BatchProcessor(
         engines=worker.engines,
@@ -141,81 +185,103 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Worker]:
         metrics=worker.metrics,
         top_k=settings.top_k,
         worker_id=worker.instance,
+        dlq_max_bytes=settings.max_record_bytes - DLQ_KEY_MAX_BYTES - _RECORD_FRAMING_BYTES,
+    )
+    delivery = worker.delivery = Delivery(
+        commit=commit,
+        metrics=worker.metrics,
+        on_fatal=fatal,
+        depth=settings.pipeline_depth,
+        commit_interval_s=settings.commit_interval_s,
+        drain_timeout_s=settings.drain_timeout_s,
+        on_delivered=worker.processor.observe_delivered,
     )
     processor = worker.processor
 
-    @app.agent(source)
+    @app.agent(source, concurrency=1, supervisor_strategy=CrashingSupervisor)
     async def label(stream: Any) -> None:
-        await worker.engines.wait_ready()
-        async for events in stream.take_events(
+        async for events in stream.noack_take(
             settings.batch_max_size, within=settings.batch_max_wait_ms / 1000
         ):
-            records = [
-                InRecord(
-                    key=e.message.key,
-                    value=e.message.value,
-                    topic=e.message.topic,
-                    partition=e.message.partition,
-                    offset=e.message.offset,
-                    timestamp_ms=int(e.message.timestamp * 1000) if e.message.timestamp else None,
-                )
-                for e in events
-            ]
-            batch = asyncio.ensure_future(processor.process(records))
-            try:
-                await asyncio.shield(batch)
-            except asyncio.CancelledError:
-                await batch  # shutting down: finish this batch (outputs acknowledged), then stop
-                raise
-            worker.kafka_ok = True
+            await delivery.handle([_in_record(e) for e in events], processor.process)
             _record_lag(app, worker, events)
 
     @app.task
-    async def start_engine() -> None:
-        await worker.engines.start()
+    async def acker() -> None:
+        await delivery.run_acker()
+
+    @app.task
+    async def committer() -> None:
+        await delivery.run_committer()
 
     @app.timer(interval=settings.pointer_poll_s)
     async def poll_pointer() -> None:
-        await worker.engines.refresh()
+        try:
+            await worker.engines.refresh()
+        except Exception as exc:  # Redis down: keep serving what we have, read the pointer later
+            worker.metrics.dependency_errors.labels(task="pointer_poll").inc()
+            log.warning("could not read the engine pointer; trying again", error=str(exc)[:300])
 
     @app.task
     async def follow_model_events() -> None:
-        from stream.tail import read
+        await _follow_model_events(settings, worker)
 
-        async with aclosing(read(settings.kafka, topics.model_events, start="end")) as events:
-            async for record in events:
-                try:
-                    event = decode_model_event(record.value)
-                except ContractError:
-                    continue
-                if isinstance(event, EngineReady) and event.model == settings.model:
-                    log.info("engine_ready received", version=event.version, backend=event.backend)
-                    await worker.engines.refresh()
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: Any = None, **kwargs: Any) -> None:
+        delivery.assigned(app.consumer_generation_id)
 
-    @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(
-            generate_latest(worker.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
-        )
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any = None, **kwargs: Any) -> None:
+        await delivery.release("rebalance")
 
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "alive"})
-
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        ok = worker.ready()
-        body = {"ready": ok, "engine": worker.engines.ready, "kafka": worker.kafka_ok}
-        return web.json(body, status=200 if ok else 503)
-
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def on_assigned(sender: Any, **kwargs: Any) -> None:
-        worker.kafka_ok = True
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def on_shutdown(sender: Any, **kwargs: Any) -> None:
+        worker.stop_requested.set()
+        await delivery.release("shutdown")
 
     return app, worker
 
 
-def _record_lag(app: faust.App, worker: Worker, events: Any) -> None:
+async def _follow_model_events(settings: WorkerSettings, worker: Worker) -> None:
+    """Re-read the pointer on every ``engine_ready`` for our model; survive Kafka being away."""
+    from stream.tail import read
+
+    wait = 1.0
+    while True:
+        try:
+            async with aclosing(read(settings.kafka, settings.topics.model_events, start="end")) as events:
+                async for record in events:
+                    wait = 1.0
+                    try:
+                        event = decode_model_event(record.value)
+                    except ContractError:
+                        continue
+                    if isinstance(event, EngineReady) and event.model == settings.model:
+                        log.info("engine_ready received", version=event.version, backend=event.backend)
+                        await worker.engines.refresh()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            worker.metrics.dependency_errors.labels(task="model_events").inc()
+            log.warning("following model-events failed; trying again", error=str(exc)[:300], retry_in_s=wait)
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, 30.0)
+
+
+def _in_record(event: Any) -> InRecord:
+    m = event.message
+    return InRecord(
+        key=m.key,
+        value=m.value,
+        topic=m.topic,
+        partition=m.partition,
+        offset=m.offset,
+        timestamp_ms=int(m.timestamp * 1000) if m.timestamp else None,
+        generation=m.generation_id,
+    )
+
+
+def _record_lag(app: faust.App, worker: Worker, events: Sequence[Any]) -> None:
     last: dict[Any, int] = {}
     for e in events:
         last[e.message.tp] = e.message.offset
@@ -227,13 +293,36 @@ def _record_lag(app: faust.App, worker: Worker, events: Any) -> None:
             )
 
 
-def run_worker(settings: WorkerSettings) -> None:
-    """Run until SIGTERM/SIGINT; faust finishes the batch in flight, commits and stops."""
-    from faust.worker import Worker as FaustWorker
+class _ParleyFaustWorker(FaustWorker):
+    """faust's worker, with parley's endpoints up first and the first engine loaded before the
+    app (and its consumer) starts."""
 
-    app, _ = create_app(settings)
-    # Engines, Redis clients and the inference thread end with the process; faust has already
-    # finished the batch in flight and committed by then.
-    FaustWorker(
-        app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False
+    def __init__(self, app: faust.App, parley: Worker, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.parley = parley
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        await self.parley.web.start()
+        log.info("endpoints up", port=self.parley.settings.web_port)
+        if not await self.parley.engines.start(self.parley.stop_requested):
+            return
+        self.parley.metrics.engine_healthy.set(1)
+
+    async def on_stop(self) -> None:
+        self.parley.stop_requested.set()
+        await super().on_stop()
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        await self.parley.web.stop()
+
+
+def run_worker(settings: WorkerSettings) -> None:
+    """Run until SIGTERM/SIGINT: the batches in flight finish and are committed, then the worker
+    leaves its group. Exits non-zero when a record could not be delivered (nothing is committed
+    past it)."""
+    app, worker = create_app(settings)
+    _ParleyFaustWorker(
+        app, worker, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False
     ).execute_from_commandline()

@@ -46,3 +46,45 @@ class WorkerMetrics:
         self.engine_swaps = Counter(
             "parley_engine_swaps", "Engines put in service after start-up.", registry=r
         )
+        self.engine_failures = Counter(
+            "parley_engine_failures",
+            "Times the serving engine failed a known-good input (then: fallback or stop).",
+            registry=r,
+        )
+        self.engine_fallbacks = Counter(
+            "parley_engine_fallbacks", "Times the previous engine was put back in service.", registry=r
+        )
+        self.engine_load_failures = Counter(
+            "parley_engine_load_failures", "Engines that failed to load or activate.", registry=r
+        )
+        self.engine_healthy = Gauge(
+            "parley_engine_healthy",
+            "0 while the engine fails every input and consumption is held.",
+            registry=r,
+        )
+        self.state_backlog = Gauge(
+            "parley_state_backlog", "State updates waiting for Redis to come back.", registry=r
+        )
+        self.ready = Gauge("parley_ready", "1 when the worker is ready to consume.", registry=r)
+        self.committed = Gauge(
+            "parley_committed_offset",
+            "Last offset committed by parley, per partition (the next one to read).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.batches_abandoned = Counter(
+            "parley_batches_abandoned",
+            "Batches dropped unsent because their partitions were revoked (they are read again).",
+            registry=r,
+        )
+        self.delivery_failures = Counter(
+            "parley_delivery_failures",
+            "Sends Kafka did not acknowledge: the worker stops without committing.",
+            registry=r,
+        )
+        self.dependency_errors = Counter(
+            "parley_dependency_errors",
+            "Errors from Redis or Kafka in background tasks (pointer poll, model events).",
+            ["task"],
+            registry=r,
+        )

@@ -19,7 +19,7 @@ def predictions_for(
     """Per task: the most likely label, its probability, and the ``top_k`` best labels."""
     out = {}
     for task, p in probs.items():
-        scores = p[row]
+        scores = np.clip(p[row], 0.0, 1.0)  # float32 softmax can land a hair outside [0, 1]
         order = np.argsort(-scores)[: max(top_k, 1)]
         best = int(order[0])
         out[task] = TaskPrediction(

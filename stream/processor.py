@@ -1,17 +1,21 @@
-"""One batch of input messages in, one output (or one DLQ record) per message out.
+"""One batch of input messages in, one output or one DLQ record per message out, whatever the bytes.
 
 The steps, for a batch the agent took from ``utterances``:
 
 1. decode every message against the contract; a bad one becomes a DLQ record with its reasons;
-2. (if the model reads context) fetch the conversations' recent texts from Redis;
-3. run the engine on the valid texts in a worker thread, so the event loop keeps serving
-   heartbeats and metrics; if the batch fails, each message is retried alone, so one bad input
-   fails alone (``inference_failed`` in the DLQ) and never takes its batch with it;
+2. (if the model reads context) give each utterance its conversation's previous turns: from earlier
+   in this batch, or from Redis, where a replayed utterance finds the turns it had the first time;
+3. run the engine (:mod:`stream.inference`): a bad input fails alone (``inference_failed``,
+   ``not_finite``); an engine that fails a known-good input makes the worker fall back to the
+   previous engine, or wait without consuming, instead of filing the batch in the DLQ;
 4. update conversation state in Redis, one pipelined round trip;
-5. publish every output and DLQ record and wait until Kafka acknowledged all of them.
+5. send every output and DLQ record, and hand back the futures that resolve when Kafka acknowledged
+   them. :mod:`stream.delivery` awaits those before the batch's offsets may be committed.
 
-Only then does the agent take the next batch, which is when faust marks these offsets committable:
-at-least-once, and every output carries its input's utterance_id for consumers to deduplicate.
+Isolation is per record: anything that goes wrong with one input (decoding, validation, encoding
+its output) becomes that input's DLQ record (``internal_error`` for what parley did not foresee),
+and a DLQ record always fits the producer's size limit. What cannot be confined to one record
+(Kafka refusing a send) raises: the caller stops without committing.
 """
 
 from __future__ import annotations
@@ -19,15 +23,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import numpy as np
 import structlog
 
+from engines.base import Probabilities
 from parley.contracts import ContractError, RejectCode, Rejection
 from stream.contracts import (
+    DLQ_DEFAULT_MAX_BYTES,
     ConversationState,
     DlqRecord,
     ModelRef,
@@ -39,9 +43,10 @@ from stream.contracts import (
     encode,
 )
 from stream.engine_holder import EngineHolder, Serving
+from stream.inference import EngineBroken, Inference
 from stream.metrics import WorkerMetrics
 from stream.predictions import predictions_for, sentiment_score
-from stream.state import UNAVAILABLE, ConversationStore, StateUpdate
+from stream.state import UNAVAILABLE, ConversationStore, StateUpdate, Turn, context_for
 
 log = structlog.get_logger(__name__)
 
@@ -52,11 +57,13 @@ Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
 @dataclass(frozen=True, slots=True)
 class InRecord:
     key: bytes | None
-    value: bytes
+    value: bytes | None
     topic: str
     partition: int
     offset: int
     timestamp_ms: int | None
+    generation: int = 0
+    """The consumer-group generation the record was fetched in (see stream.delivery)."""
 
 
 @dataclass(slots=True)
@@ -68,6 +75,16 @@ class BatchReport:
     model_version: str = ""
     inference_ms: float = 0.0
     total_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class Sent:
+    """A processed batch: the acknowledgements to await before its offsets may be committed."""
+
+    acks: list[Awaitable[object]]
+    report: BatchReport
+    abandoned: bool = False
+    """True when the batch stopped being ours (a rebalance) before anything was sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +100,19 @@ class _Valid:
     truncated: bool
 
 
+Rejected = tuple[InRecord, list[Rejection]]
+
+
+def _internal(where: str, exc: BaseException) -> list[Rejection]:
+    return [
+        Rejection(
+            code=RejectCode.INTERNAL_ERROR,
+            message=f"parley failed while {where} this input ({type(exc).__name__}: {str(exc)[:200]}); "
+            "it is kept here instead of being lost",
+        )
+    ]
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -93,10 +123,13 @@ class BatchProcessor:
         topics: Topics,
         limits: TextLimits,
         metrics: WorkerMetrics,
+        inference: Inference | None = None,
         top_k: int = 3,
         sentiment_task: str = "sentiment",
         intent_tasks: Sequence[str] = ("intent", "dialogue_act"),
         worker_id: str | None = None,
+        dlq_max_bytes: int = DLQ_DEFAULT_MAX_BYTES,
+        broken_retry_s: float = 5.0,
     ) -> None:
         self.engines = engines
         self.store = store
@@ -104,120 +137,118 @@ class BatchProcessor:
         self.topics = topics
         self.limits = limits
         self.metrics = metrics
+        self.inference = inference or Inference()
         self.top_k = top_k
         self.sentiment_task = sentiment_task
         self.intent_tasks = tuple(intent_tasks)
         self.worker_id = worker_id
+        self.dlq_max_bytes = dlq_max_bytes
+        self.broken_retry_s = broken_retry_s
         self._short_context_warned = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-infer")
         self._reported: Serving | None = None
 
-    async def process(self, records: Sequence[InRecord]) -> BatchReport:
+    async def process(
+        self, records: Sequence[InRecord], still_ours: Callable[[], bool] = lambda: True
+    ) -> Sent:
         started = time.perf_counter()
         report = BatchReport(size=len(records))
         self.metrics.events_in.inc(len(records))
         self.metrics.batch_size.observe(len(records))
-        if self.engines.swap_if_ready():
-            self.metrics.engine_swaps.inc()
-        serving = await self.engines.wait_ready()
-        if serving is not self._reported:
-            self._reported = serving
-            self.metrics.engine.info(
-                {"model": serving.model, "version": serving.version, "backend": serving.backend}
-            )
-        report.model_version = serving.version
 
         valid, dlq = self._decode(records)
-        contexts = await self._contexts(valid, serving)
         t0 = time.perf_counter()
-        probs, failed = await self._infer(serving, valid, contexts)
+        outcome = await self._infer(valid, still_ours)
+        if outcome is None:
+            return Sent([], report, abandoned=True)
+        serving, probs, failed = outcome
         report.inference_ms = (time.perf_counter() - t0) * 1000
+        report.model_version = serving.version
         self.metrics.inference_seconds.observe(report.inference_ms / 1000)
-        for index, reason in failed.items():
-            dlq.append((valid[index].record, [reason]))
+        dlq.extend((valid[i].record, [reason]) for i, reason in failed.items())
         labelled = [(i, v) for i, v in enumerate(valid) if i not in failed]
         states = await self._update_state(serving, labelled, probs)
+        if not still_ours():
+            return Sent([], report, abandoned=True)
 
         acks: list[Awaitable[object]] = []
         now = datetime.now(UTC)
         for (row, item), state in zip(labelled, states, strict=True):
-            output = UtteranceLabels(
-                conversation_id=item.utterance.conversation_id,
-                utterance_id=item.utterance.utterance_id,
-                turn=item.utterance.turn,
-                predictions=predictions_for(row, probs, serving.labels, self.top_k),
-                model=ModelRef(name=serving.model, version=serving.version, backend=serving.backend),
-                state=state,
-                text_truncated=item.truncated,
-                processed_at=now,
-                latency_ms=_latency_ms(item.record.timestamp_ms, now),
-            )
+            try:
+                value = encode(self._output(serving, row, item, probs, state, now))
+            except Exception as exc:  # a bug of ours must cost one record its output, not be lost
+                dlq.append((item.record, _internal("labelling", exc)))
+                continue
             acks.append(
-                await self.publish(
-                    self.topics.labels, item.utterance.conversation_id.encode(), encode(output)
-                )
+                await self.publish(self.topics.labels, item.utterance.conversation_id.encode(), value)
             )
+            report.labelled += 1
         for record, rejections in dlq:
-            dead = DlqRecord.for_rejection(
-                rejections,
-                value=record.value,
-                key=record.key,
-                worker=self.worker_id,
-                source=SourceCoordinates(
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    timestamp_ms=record.timestamp_ms,
-                ),
-            )
-            acks.append(await self.publish(self.topics.dlq, record.key, encode(dead)))
+            dead = self._dead_letter(record, rejections)
+            acks.append(await self.publish(self.topics.dlq, dead.kafka_key, encode(dead)))
             report.dlq_reasons[dead.reason.value] = report.dlq_reasons.get(dead.reason.value, 0) + 1
             self.metrics.events_dlq.labels(reason=dead.reason.value).inc()
-        await asyncio.gather(*acks)  # every output acknowledged before these offsets may be committed
-
-        done = datetime.now(UTC)
-        for _, item in labelled:
-            if item.record.timestamp_ms is not None:
-                self.metrics.end_to_end_seconds.observe(
-                    max(_latency_ms(item.record.timestamp_ms, done), 0) / 1000
-                )
-        report.labelled, report.dead_lettered = len(labelled), len(dlq)
+        report.dead_lettered = len(dlq)
         self.metrics.events_out.inc(report.labelled)
         report.total_ms = (time.perf_counter() - started) * 1000
-        first, last = records[0], records[-1]
-        log.info(
-            "batch",
-            size=report.size,
-            labelled=report.labelled,
-            dlq=report.dead_lettered,
-            dlq_reasons=report.dlq_reasons or None,
-            model_version=serving.version,
-            backend=serving.backend,
-            inference_ms=round(report.inference_ms, 1),
-            total_ms=round(report.total_ms, 1),
-            topic=first.topic,
-            first=f"{first.partition}:{first.offset}",
-            last=f"{last.partition}:{last.offset}",
-            state=self.store.available if self.store else None,
-        )
-        return report
+        self._log(records, report, serving)
+        return Sent(acks, report)
 
-    def _decode(
-        self, records: Sequence[InRecord]
-    ) -> tuple[list[_Valid], list[tuple[InRecord, list[Rejection]]]]:
-        valid, dlq = [], []
+    # -- 1 decode -----------------------------------------------------------------------------------
+    def _decode(self, records: Sequence[InRecord]) -> tuple[list[_Valid], list[Rejected]]:
+        valid: list[_Valid] = []
+        dlq: list[Rejected] = []
         for record in records:
             try:
                 decoded = decode_utterance(record.value, self.limits)
             except ContractError as exc:
                 dlq.append((record, exc.rejections))
-                continue
-            valid.append(_Valid(record, decoded.utterance, decoded.truncated_from is not None))
+            except Exception as exc:
+                dlq.append((record, _internal("decoding", exc)))
+            else:
+                valid.append(_Valid(record, decoded.utterance, decoded.truncated_from is not None))
         return valid, dlq
 
+    # -- 2 + 3 context and inference ----------------------------------------------------------------
+    async def _infer(
+        self, valid: list[_Valid], still_ours: Callable[[], bool]
+    ) -> tuple[Serving, Probabilities, dict[int, Rejection]] | None:
+        """Run the serving engine; on EngineBroken fall back, or hold the batch (not consuming) until
+        an engine works. None when the batch stopped being ours meanwhile."""
+        if self.engines.swap_if_ready():
+            self.metrics.engine_swaps.inc()
+        while True:
+            serving = self.engines.current
+            assert serving is not None, "the worker consumes only once an engine serves"
+            self._report_engine(serving)
+            texts = [v.utterance.text for v in valid]
+            contexts = await self._contexts(valid, serving)
+            try:
+                probs, failed = await self.inference.run(serving, texts, contexts)
+                return serving, probs, failed
+            except EngineBroken as exc:
+                self.metrics.engine_failures.inc()
+                if self.engines.fall_back(serving, str(exc)):
+                    continue
+            self.metrics.engine_healthy.set(0)
+            if not await self._until_an_engine_works(serving, still_ours):
+                return None
+            self.metrics.engine_healthy.set(1)
+
+    async def _until_an_engine_works(self, broken: Serving, still_ours: Callable[[], bool]) -> bool:
+        while still_ours():
+            await asyncio.sleep(self.broken_retry_s)
+            if self.engines.swap_if_ready():
+                self.metrics.engine_swaps.inc()
+                return True
+            try:
+                await self.inference.check_engine(broken)
+            except EngineBroken:
+                continue
+            self.engines.recovered(broken)
+            return True
+        return False
+
     async def _contexts(self, valid: list[_Valid], serving: Serving) -> list[str | None] | None:
-        """The previous turn(s) of each utterance, when the model reads context: from earlier in this
-        batch where the conversation has them, otherwise from Redis."""
         n = serving.context_turns
         if n <= 0 or not valid:
             return None
@@ -228,55 +259,21 @@ class BatchProcessor:
                 context_turns=n,
                 kept=self.store.recent,
             )
-        stored = (
-            await self.store.recent_texts([v.utterance.conversation_id for v in valid], n)
-            if self.store
-            else {}
-        )
-        history: dict[str, list[str]] = {cid: list(texts) for cid, texts in stored.items()}
-        contexts: list[str | None] = []
-        for item in valid:
-            previous = history.setdefault(item.utterance.conversation_id, [])
-            contexts.append(" ".join(previous[-n:]) or None)
-            previous.append(item.utterance.text)
-        return contexts
+        ids = [v.utterance.conversation_id for v in valid]
+        history: dict[str, list[Turn]] = await self.store.history(ids) if self.store else {}
+        return [
+            context_for(
+                history.setdefault(v.utterance.conversation_id, []),
+                v.utterance.utterance_id,
+                v.utterance.text,
+                n,
+            )
+            for v in valid
+        ]
 
-    async def _infer(
-        self, serving: Serving, valid: list[_Valid], contexts: list[str | None] | None
-    ) -> tuple[dict[str, np.ndarray], dict[int, Rejection]]:
-        texts = [v.utterance.text for v in valid]
-        if not texts:
-            return {
-                t: np.zeros((0, len(labels)), dtype=np.float32) for t, labels in serving.labels.items()
-            }, {}
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, serving.engine.infer, texts, contexts), {}
-        except Exception as exc:  # the batch failed: find the input(s) that did it, one by one
-            log.warning("batch inference failed; retrying one by one", error=str(exc), size=len(texts))
-        rows: dict[str, list[np.ndarray]] = {t: [] for t in serving.labels}
-        failed: dict[int, Rejection] = {}
-        for i, text in enumerate(texts):
-            one_context = [contexts[i]] if contexts else None
-            try:
-                single = await loop.run_in_executor(self._executor, serving.engine.infer, [text], one_context)
-            except Exception as exc:
-                failed[i] = Rejection(
-                    code=RejectCode.INFERENCE_FAILED,
-                    field="text",
-                    value=None,
-                    message=f"the engine failed on this input: {str(exc)[:300]}",
-                )
-                single = {
-                    t: np.full((1, len(labels)), np.nan, dtype=np.float32)
-                    for t, labels in serving.labels.items()
-                }
-            for task in rows:
-                rows[task].append(single[task])
-        return {t: np.concatenate(parts) for t, parts in rows.items()}, failed
-
+    # -- 4 state ------------------------------------------------------------------------------------
     async def _update_state(
-        self, serving: Serving, labelled: list[tuple[int, _Valid]], probs: dict[str, np.ndarray]
+        self, serving: Serving, labelled: list[tuple[int, _Valid]], probs: Probabilities
     ) -> list[ConversationState]:
         if self.store is None:
             return [UNAVAILABLE] * len(labelled)
@@ -301,10 +298,91 @@ class BatchProcessor:
             )
         states = await self.store.apply(updates)
         self.metrics.state_available.set(1 if self.store.available else 0)
+        self.metrics.state_backlog.set(self.store.backlog)
         return states
 
+    # -- 5 outputs ----------------------------------------------------------------------------------
+    def _output(
+        self,
+        serving: Serving,
+        row: int,
+        item: _Valid,
+        probs: Probabilities,
+        state: ConversationState,
+        now: datetime,
+    ) -> UtteranceLabels:
+        return UtteranceLabels(
+            conversation_id=item.utterance.conversation_id,
+            utterance_id=item.utterance.utterance_id,
+            turn=item.utterance.turn,
+            predictions=predictions_for(row, probs, serving.labels, self.top_k),
+            model=ModelRef(name=serving.model, version=serving.version, backend=serving.backend),
+            state=state,
+            text_truncated=item.truncated,
+            processed_at=now,
+            latency_ms=_latency_ms(item.record.timestamp_ms, now),
+        )
+
+    def _dead_letter(self, record: InRecord, rejections: list[Rejection]) -> DlqRecord:
+        source = SourceCoordinates(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp_ms=record.timestamp_ms,
+        )
+        try:
+            return DlqRecord.for_rejection(
+                rejections,
+                value=record.value,
+                key=record.key,
+                source=source,
+                worker=self.worker_id,
+                max_bytes=self.dlq_max_bytes,
+            )
+        except Exception as exc:  # the reasons themselves would not encode: keep the input anyway
+            return DlqRecord.for_rejection(
+                _internal("filing", exc),
+                value=record.value,
+                key=record.key,
+                source=source,
+                worker=self.worker_id,
+                max_bytes=self.dlq_max_bytes,
+            )
+
+    def _report_engine(self, serving: Serving) -> None:
+        if serving is not self._reported:
+            self._reported = serving
+            self.metrics.engine.info(
+                {"model": serving.model, "version": serving.version, "backend": serving.backend}
+            )
+
+    def _log(self, records: Sequence[InRecord], report: BatchReport, serving: Serving) -> None:
+        first, last = records[0], records[-1]
+        log.info(
+            "batch",
+            size=report.size,
+            labelled=report.labelled,
+            dlq=report.dead_lettered,
+            dlq_reasons=report.dlq_reasons or None,
+            model_version=serving.version,
+            backend=serving.backend,
+            inference_ms=round(report.inference_ms, 1),
+            total_ms=round(report.total_ms, 1),
+            topic=first.topic,
+            first=f"{first.partition}:{first.offset}",
+            last=f"{last.partition}:{last.offset}",
+            state=self.store.available if self.store else None,
+        )
+
+    def observe_delivered(self, records: Sequence[InRecord]) -> None:
+        """End-to-end latency, once the batch's records are acknowledged."""
+        done = datetime.now(UTC).timestamp() * 1000
+        for record in records:
+            if record.timestamp_ms is not None:
+                self.metrics.end_to_end_seconds.observe(max(done - record.timestamp_ms, 0) / 1000)
+
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self.inference.close()
 
 
 def _latency_ms(timestamp_ms: int | None, now: datetime) -> float:

@@ -31,7 +31,8 @@ _BENCHMARK_ONLY = ("split",)
 @dataclass(frozen=True, slots=True)
 class Message:
     key: bytes | None
-    value: bytes
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,9 @@ async def send_messages(
     """Produce every message (at ``rate`` messages/s, or as fast as possible) and wait for all acks."""
     if rate is not None and rate <= 0:
         raise StreamError(f"rate must be positive (messages per second), got {rate}")
-    producer = kafka_producer(kafka)
+    # Room for the largest message (the broker, not this client, decides what is too large).
+    largest = max((len(m.value or b"") + len(m.key or b"") for m in messages), default=0)
+    producer = kafka_producer(kafka, max_request_size=max(1_048_576, largest + 4096))
     await producer.start()
     started = time.perf_counter()
     try:
@@ -130,7 +133,9 @@ async def send_messages(
                 delay = started + i / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            ack = await producer.send(topic, message.value, key=message.key)
+            ack = await producer.send(
+                topic, message.value, key=message.key, headers=list(message.headers) or None
+            )
             if on_sent is not None:
                 ack.add_done_callback(_count_ack(on_sent))
             pending.append(ack)

@@ -21,14 +21,38 @@ class WorkerSettings(DeployableSettings):
 
     redis: RedisSettings = Field(default_factory=RedisSettings)
     consumer_group: str = Field("parley-worker", min_length=1, description="Kafka consumer group.")
-    max_text_chars: int = Field(2000, ge=1, description="Longest utterance text accepted, in characters.")
+    max_text_chars: int = Field(
+        2000, ge=1, le=100_000, description="Longest utterance text accepted, in characters."
+    )
     oversize: Literal["reject", "truncate"] = Field(
         "reject", description="Text over max_text_chars: reject it to the DLQ, or truncate and flag it."
     )
-    max_message_bytes: int = Field(256 * 1024, ge=64, description="Largest input message, in bytes.")
+    max_message_bytes: int = Field(
+        256 * 1024, ge=64, le=16 * 1024 * 1024, description="Largest input message, in bytes."
+    )
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=16 * 1024,
+        le=64 * 1024 * 1024,
+        description="Largest record the worker writes (the producer's max.request.size); a DLQ record "
+        "whose original would not fit carries its first bytes, its length and its SHA-256. The output "
+        "and DLQ topics must accept records this large (the broker's message.max.bytes).",
+    )
     state_ttl_s: int = Field(24 * 3600, ge=1, description="Expiry of a conversation's state in Redis.")
     state_recent: int = Field(
-        5, ge=0, description="Utterances kept per conversation for models that read context."
+        5, ge=0, le=100, description="Utterances kept per conversation for models that read context."
+    )
+    state_seen_max: int = Field(
+        1000,
+        ge=10,
+        le=100_000,
+        description="Utterance ids kept per conversation to recognise replays (the newest ones).",
+    )
+    state_backlog_max: int = Field(
+        20_000,
+        ge=0,
+        le=1_000_000,
+        description="State updates held in memory while Redis is down, written when it returns.",
     )
     sentiment_alpha: float = Field(
         0.3, gt=0, le=1, description="Weight of the newest utterance in rolling sentiment."
@@ -49,6 +73,29 @@ class WorkerSettings(DeployableSettings):
     )
     engine_max_batch: int = Field(
         32, ge=1, description="Rows per engine call (batches are length-sorted first)."
+    )
+    pipeline_depth: int = Field(
+        2, ge=1, le=16, description="Batches whose sends may be in flight while the next one is processed."
+    )
+    commit_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often acknowledged offsets are committed."
+    )
+    drain_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        le=120,
+        description="On a rebalance or shutdown, how long to wait for batches in flight before "
+        "giving up on them (their inputs are then read again).",
+    )
+    publish_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=600,
+        description="How long a send may go unacknowledged (with retries) before the worker stops "
+        "without committing.",
+    )
+    engine_retry_s: float = Field(
+        2.0, gt=0, description="First wait before retrying an engine that failed to load (doubles)."
     )
     pointer_poll_s: float = Field(
         10.0, gt=0, description="How often to re-read the pointer besides engine_ready."

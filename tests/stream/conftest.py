@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,6 +96,20 @@ class WorkerProcess:
                 self.proc.wait()
         return self.proc.returncode
 
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """parley's JSON log lines (of every start) whose event is ``event``."""
+        found = []
+        for path in self.logs:
+            for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+                if line.startswith("{"):
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    if record.get("event") == event:
+                        found.append(record)
+        return found
+
     def tail(self, lines: int = 40) -> str:
         text = "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
         return "\n".join(line for line in text.splitlines() if "DEBUG" not in line)[-6000:]
@@ -102,18 +117,77 @@ class WorkerProcess:
 
 @pytest.fixture
 async def worker_topics(
-    kafka_settings: KafkaSettings, unique_name: Callable[[str], str]
+    kafka_settings: KafkaSettings, unique_name: Callable[[str], str], request: pytest.FixtureRequest
 ) -> Iterator[TopicSettings]:
+    """The worker's four topics, unique to the test; 3 partitions unless the test is marked
+    ``@pytest.mark.partitions(n)``."""
+    marker = request.node.get_closest_marker("partitions")
     names = TopicSettings(
         utterances=unique_name("in"),
         utterance_labels=unique_name("out"),
         utterances_dlq=unique_name("dlq"),
         model_events=unique_name("events"),
-        partitions=3,
+        partitions=marker.args[0] if marker else 3,
     )
     await ensure_topics(kafka_settings, parley_topics(names))
     yield names
     await delete_topics(kafka_settings, names.all_names())
+
+
+async def committed_offsets(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic`` (absent: never committed), read
+    with Kafka's admin API, not through the worker."""
+    from parley.clients import kafka_admin
+
+    admin = kafka_admin(kafka)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {
+        tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0
+    }
+
+
+async def group_members(kafka: KafkaSettings, group: str) -> int:
+    """How many members the consumer group has right now."""
+    from parley.clients import kafka_admin
+
+    admin = kafka_admin(kafka)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    (described,) = response.to_object()["groups"]
+    return len(described["members"])
+
+
+async def wait_committed(
+    kafka: KafkaSettings, group: str, topic: str, timeout_s: float = 120.0
+) -> dict[int, int]:
+    """Wait until the group has committed the end of every partition of ``topic``."""
+    import asyncio
+
+    from stream.tail import end_offsets
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ends = {p: o for p, o in (await end_offsets(kafka, topic)).items() if o > 0}
+        committed = await committed_offsets(kafka, group, topic)
+        if all(committed.get(p) == o for p, o in ends.items()):
+            return committed
+        if time.monotonic() > deadline:
+            raise AssertionError(f"committed {committed} never reached the end offsets {ends} of {topic}")
+        await asyncio.sleep(0.5)
+
+
+async def read_all(kafka: KafkaSettings, topic: str, idle_s: float = 3.0) -> list[Any]:
+    """Every record of ``topic`` from the beginning, until nothing new arrived for ``idle_s``."""
+    from stream.tail import read
+
+    return [r async for r in read(kafka, topic, start="beginning", idle_timeout_s=idle_s)]
 
 
 @pytest.fixture
@@ -161,3 +235,40 @@ def worker_factory(
 
 
 TopicFactory = Callable[..., Awaitable[str]]
+
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture
+async def own_redis(demo_registry, tmp_path: Path):
+    """A Redis server of the test's own (so it can be stopped or paused), holding the demo
+    student's pointer: yields (port, control) where control('stop' | 'up') runs scripts/redis.sh."""
+    import asyncio
+
+    from engines.pointer import PointerStore
+    from parley.clients import redis_client
+
+    _, redis = demo_registry
+    port = free_port()
+    env = {**os.environ, "REDIS_PORT": str(port), "PARLEY_RUN_DIR": str(tmp_path / "run")}
+
+    def control(action: str) -> None:
+        result = subprocess.run(
+            ["bash", str(SCRIPTS / "redis.sh"), action], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+
+    await asyncio.to_thread(control, "up")
+    main, own = redis_client(redis), redis_client(redis.model_copy(update={"port": port}))
+    try:
+        current = await PointerStore(main, redis.key_prefix).get("demo-student", "cpu")
+        assert current is not None
+        await PointerStore(own, redis.key_prefix).promote(
+            "demo-student", current.version, current.engine_id, current.backend, "cpu"
+        )
+    finally:
+        await main.aclose()
+        await own.aclose()
+    yield str(port), control
+    await asyncio.to_thread(control, "down")

@@ -118,7 +118,7 @@ async def test_bad_input_goes_to_the_dlq_with_its_reason_and_the_worker_lives_on
         assert record.errors[0].message
     labelled = await collect(kafka_settings, worker_topics.utterance_labels, len(good))
     assert len(labelled) == len(good)
-    assert worker.readyz() == {"ready": True, "engine": True, "kafka": True}
+    assert worker.readyz() == {"ready": True, "engine": True, "kafka": True, "state": True}
 
 
 async def test_a_replayed_utterance_is_labelled_again_but_not_counted_twice(
@@ -452,7 +452,7 @@ async def test_a_new_engine_that_fails_to_load_leaves_the_old_one_serving(
     assert len(outputs) == len(utterances)
     assert {o.model.version for o in outputs} == {"demo-1"}
     assert "new engine failed to load" in worker.tail(200)
-    assert worker.readyz() == {"ready": True, "engine": True, "kafka": True}
+    assert worker.readyz() == {"ready": True, "engine": True, "kafka": True, "state": True}
 
 
 async def test_a_model_that_reads_context_is_served_the_previous_turn(
