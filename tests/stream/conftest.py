@@ -43,6 +43,24 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory, redis_settings_base:
     return str(registry), redis
 
 
+@pytest.fixture(scope="session")
+def demo_v2(demo_registry, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """demo-student/demo-2 (a second demo student, other weights) built in the demo registry:
+    (version, engine_id). Not promoted."""
+    from engines.build import build_onnxruntime
+    from engines.export import build_bundle
+    from engines.registry import Registry
+    from train.demo import labelled_samples, write_demo_checkpoint
+
+    registry = Registry(demo_registry[0])
+    if not registry.has("demo-student", "demo-2"):
+        ckpt = write_demo_checkpoint(tmp_path_factory.mktemp("ckpt2") / "ckpt", "demo-2", 1)
+        rows = [{"text": t, "gold": g} for t, g in labelled_samples()]
+        registry.put(build_bundle(ckpt, registry.staging_dir(), rows))
+    built = build_onnxruntime(registry.open("demo-student", "demo-2"), registry, "int8")
+    return "demo-2", built.record.engine_id
+
+
 @dataclass
 class WorkerProcess:
     env: dict[str, str]
@@ -242,8 +260,10 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 @pytest.fixture
 async def own_redis(demo_registry, tmp_path: Path):
-    """A Redis server of the test's own (so it can be stopped or paused), holding the demo
-    student's pointer: yields (port, control) where control('stop' | 'up') runs scripts/redis.sh."""
+    """A Redis server of the test's own, holding the demo student's pointer: yields (port, control)
+    where control('stop' | 'up') runs scripts/redis.sh (a stopped Redis comes back empty: it keeps
+    no data) and control('freeze' | 'thaw') stops and continues its process (SIGSTOP/SIGCONT): an
+    outage that keeps the data, as a hung or partitioned server would."""
     import asyncio
 
     from engines.pointer import PointerStore
@@ -254,6 +274,12 @@ async def own_redis(demo_registry, tmp_path: Path):
     env = {**os.environ, "REDIS_PORT": str(port), "PARLEY_RUN_DIR": str(tmp_path / "run")}
 
     def control(action: str) -> None:
+        if action in ("freeze", "thaw"):
+            pidfile = tmp_path / "run" / f"redis-{port}" / "redis.pid"
+            if action == "thaw" and not pidfile.exists():
+                return
+            os.kill(int(pidfile.read_text()), signal.SIGSTOP if action == "freeze" else signal.SIGCONT)
+            return
         result = subprocess.run(
             ["bash", str(SCRIPTS / "redis.sh"), action], env=env, capture_output=True, text=True, timeout=60
         )
@@ -271,4 +297,5 @@ async def own_redis(demo_registry, tmp_path: Path):
         await main.aclose()
         await own.aclose()
     yield str(port), control
+    await asyncio.to_thread(control, "thaw")
     await asyncio.to_thread(control, "down")
