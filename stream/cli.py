@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from parley.cli import CONTEXT_SETTINGS, emit_schemas, load_settings, print_settings, run
-from parley.contracts import ContractError
+from parley.contracts import ContractError, RejectCode
 from stream.contracts import STREAM_CONTRACTS, TextLimits, decode_utterance, json_schema
 from stream.settings import WorkerSettings
 
@@ -283,6 +283,84 @@ def _pretty(partition: int, offset: int, value: bytes) -> str:
     if "reason" in obj:
         return f"{where} [red]{obj['reason']}[/red] {obj.get('errors', [{}])[0].get('message', '')}"
     return f"{where} [cyan]{conv}[/cyan] #{turn} [bold]{obj.get('speaker', '')}[/bold] {obj.get('text', '')}"
+
+
+@group.command("replay-dlq")
+@click.option(
+    "--reason",
+    "reasons",
+    multiple=True,
+    type=click.Choice([c.value for c in RejectCode]),
+    help="Replay only records filed under this reason (repeatable), e.g. inference_failed.",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z"]),
+    default=None,
+    help="Failed at or after (ISO, with offset).",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z"]),
+    default=None,
+    help="Failed at or before (ISO, with offset).",
+)
+@click.option("--partition", type=int, default=None, help="Only this partition of the DLQ topic.")
+@click.option("--from-offset", type=int, default=None, help="Only DLQ offsets at or after this one.")
+@click.option("--to-offset", type=int, default=None, help="Only DLQ offsets at or before this one.")
+@click.option("--to", "to_topic", default=None, help="Topic to send to; PARLEY_TOPIC_UTTERANCES by default.")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send nothing.")
+@click.pass_context
+def replay_dlq(
+    ctx: click.Context,
+    reasons: tuple[str, ...],
+    since: Any,
+    until: Any,
+    partition: int | None,
+    from_offset: int | None,
+    to_offset: int | None,
+    to_topic: str | None,
+    dry_run: bool,
+) -> None:
+    """Send chosen DLQ records' original inputs back to the input topic, byte for byte with their
+    keys, once the cause is fixed (an engine rolled back after inference_failed, say).
+
+    The DLQ is read without a consumer group, from its first record to its end as it is now; every
+    criterion given must hold. Records whose original was cut to fit the DLQ are listed, not sent.
+    Try --dry-run first.
+    """
+    from stream.replay import Selection, parse_reasons
+    from stream.replay import replay_dlq as do_replay
+
+    settings = _settings(ctx)
+    selection = Selection(
+        reasons=parse_reasons(reasons),
+        since=since,
+        until=until,
+        partition=partition,
+        from_offset=from_offset,
+        to_offset=to_offset,
+    )
+    target = to_topic or settings.topics.utterances
+    report = run(
+        do_replay(settings.kafka, settings.topics.utterances_dlq, target, selection, dry_run=dry_run)
+    )
+    table = Table("reason", "matched", title=f"DLQ records of {settings.topics.utterances_dlq}")
+    for reason, n in sorted(report.matched.items()):
+        table.add_row(reason, str(n))
+    console.print(table)
+    if report.cut:
+        shown = ", ".join(report.cut[:10]) + (" ..." if len(report.cut) > 10 else "")
+        console.print(
+            f"[yellow]{len(report.cut)} matched records hold a cut original, not sent: {shown}[/yellow]"
+        )
+    if report.unreadable:
+        console.print(
+            f"[yellow]{len(report.unreadable)} records are not DLQ records and were skipped[/yellow]"
+        )
+    verb = "would send" if dry_run else "sent"
+    count = len(report.messages) if dry_run else report.sent
+    console.print(f"read {report.read} DLQ records; {verb} {count} to {target}")
 
 
 @group.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,3 +87,22 @@ async def read(
                         return
     finally:
         await consumer.stop()
+
+
+async def read_to_end(
+    kafka: KafkaSettings, topic: str, idle_timeout_s: float = 5.0
+) -> AsyncGenerator[Record, None]:
+    """Every record of ``topic`` from the earliest offsets up to the end as it was when called
+    (or until nothing arrived for ``idle_timeout_s``: the log may end in markers no record shows)."""
+    ends = {p: o for p, o in (await end_offsets(kafka, topic)).items()}
+    remaining = {p for p, o in ends.items() if o > 0}
+    if not remaining:
+        return
+    async with aclosing(read(kafka, topic, start="beginning", idle_timeout_s=idle_timeout_s)) as records:
+        async for record in records:
+            if record.partition in remaining and record.offset < ends[record.partition]:
+                yield record
+            if record.offset >= ends[record.partition] - 1:
+                remaining.discard(record.partition)
+                if not remaining:
+                    return

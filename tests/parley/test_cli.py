@@ -31,7 +31,7 @@ def test_root_help_lists_every_group(runner: CliRunner) -> None:
 @pytest.mark.parametrize(
     ("group", "commands"),
     [
-        ("stream", ["settings", "schema", "validate", "topics", "send", "tail", "roundtrip"]),
+        ("stream", ["settings", "schema", "validate", "topics", "send", "tail", "roundtrip", "replay-dlq"]),
         ("engine", ["settings", "schema", "check-manifest"]),
         ("train", ["settings"]),
     ],

@@ -19,6 +19,7 @@ import pytest
 from parley.connections import KafkaSettings, TopicSettings
 from stream.contracts import DlqRecord, Utterance, UtteranceLabels
 from stream.send import Message, messages_for, send_messages
+from stream.tail import end_offsets
 
 from .conftest import WorkerProcess, committed_offsets, read_all, wait_committed
 from .test_worker import conversations
@@ -282,3 +283,63 @@ async def _redis_cli(port: str, *args: str) -> None:
         await client.execute_command(*args)
     finally:
         await client.aclose()
+
+
+@pytest.mark.partitions(1)
+async def test_replay_dlq_sends_chosen_originals_back_after_the_cause_is_fixed(
+    kafka_settings: KafkaSettings, worker_topics: TopicSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """A worker with a 40-character limit files long texts as text_too_long; after it is restarted
+    with the default limit, `parley stream replay-dlq --reason text_too_long` (a dry run first,
+    which sends nothing) sends exactly those originals back, and they are labelled."""
+    import subprocess
+    import sys
+
+    strict = worker_factory(PARLEY_WORKER_MAX_TEXT_CHARS="40")
+    group = strict.env["PARLEY_WORKER_CONSUMER_GROUP"]
+    strict.start()
+    await asyncio.to_thread(strict.wait_ready)
+    run = uuid.uuid4().hex[:6]
+    long_ids = [f"{run}-long-{i}" for i in range(5)]
+    messages = [Message(b"c", _utterance("c", f"{run}-short-{i}", "short")) for i in range(5)]
+    messages += [
+        Message(b"c", _utterance("c", uid, "a text much longer than forty characters, " * 2))
+        for uid in long_ids
+    ]
+    messages.append(Message(b"c", b"not json at all"))
+    await send_messages(kafka_settings, worker_topics.utterances, messages)
+    await wait_committed(kafka_settings, group, worker_topics.utterances)
+    assert strict.stop() == 0
+
+    relaxed = worker_factory()
+    relaxed.start()
+    await asyncio.to_thread(relaxed.wait_ready)
+    env = {**relaxed.env, "PARLEY_LOG_FORMAT": "json"}
+
+    def replay(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "parley.cli",
+            "stream",
+            "replay-dlq",
+            "--reason",
+            "text_too_long",
+            *extra,
+        ]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    dry = await asyncio.to_thread(replay, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would send 5" in dry.stdout
+    assert (await end_offsets(kafka_settings, worker_topics.utterances)) == {0: len(messages)}
+    done = await asyncio.to_thread(replay)
+    assert done.returncode == 0, done.stderr
+    assert "sent 5" in done.stdout
+    await wait_committed(kafka_settings, group, worker_topics.utterances)
+    labelled = Counter(
+        UtteranceLabels.model_validate_json(r.value).utterance_id
+        for r in await read_all(kafka_settings, worker_topics.utterance_labels)
+    )
+    assert {uid: labelled[uid] for uid in long_ids} == dict.fromkeys(long_ids, 1)
+    assert sum(labelled.values()) == 10
