@@ -85,6 +85,7 @@ class Worker:
             alpha=settings.sentiment_alpha,
             seen_max=settings.state_seen_max,
             backlog_max=settings.state_backlog_max,
+            on_dropped=lambda n: self.metrics.state_backlog_dropped.inc(n),
         )
         self.engines = EngineHolder(
             registry=Registry(settings.registry_uri),

@@ -52,8 +52,10 @@ def worker(ctx: click.Context) -> None:
     utterance-labels (bad input to the DLQ), conversation state in Redis, hot swaps on engine_ready.
 
     Serves PARLEY_WORKER_MODEL's engine from the Redis pointer (or PARLEY_WORKER_BUNDLE_PATH).
-    /metrics, /healthz and /readyz listen on PARLEY_WORKER_WEB_PORT. SIGTERM finishes the batch in
-    flight, commits and exits.
+    /metrics, /healthz and /readyz listen on PARLEY_WORKER_WEB_PORT from the start; the worker joins its
+    consumer group only once an engine loads. Offsets are committed only after Kafka acknowledged the
+    outputs (docs/worker.md, "Delivery guarantees"). SIGTERM finishes the batches in flight, commits and
+    exits 0; a send Kafka never acknowledges stops the worker without committing (exit 1).
     """
     import os
 

@@ -65,6 +65,11 @@ class WorkerMetrics:
         self.state_backlog = Gauge(
             "parley_state_backlog", "State updates waiting for Redis to come back.", registry=r
         )
+        self.state_backlog_dropped = Counter(
+            "parley_state_backlog_dropped",
+            "State updates dropped from a full backlog (their conversations' counts run low).",
+            registry=r,
+        )
         self.ready = Gauge("parley_ready", "1 when the worker is ready to consume.", registry=r)
         self.committed = Gauge(
             "parley_committed_offset",

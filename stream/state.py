@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -111,6 +111,7 @@ class ConversationStore:
         seen_max: int = 1000,
         backlog_max: int = 20_000,
         backoff_s: tuple[float, float] = (0.5, 30.0),
+        on_dropped: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.settings = settings
         self.ttl_s = ttl_s
@@ -125,6 +126,7 @@ class ConversationStore:
         self._backlog: deque[StateUpdate] = deque()
         self.backlog_max = backlog_max
         self.backlog_dropped = 0
+        self._on_dropped = on_dropped
 
     @property
     def available(self) -> bool:
@@ -164,6 +166,7 @@ class ConversationStore:
             for _ in range(overflow):
                 self._backlog.popleft()
             self.backlog_dropped += overflow
+            self._on_dropped(overflow)
             log.warning(
                 "state backlog full: oldest updates dropped; turn counts of their conversations will be low",
                 dropped=overflow,

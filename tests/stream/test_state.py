@@ -84,12 +84,14 @@ async def test_updates_wait_in_a_bounded_backlog_while_redis_is_away(redis_setti
     """Redis unreachable: every state is UNAVAILABLE, the updates wait, and past backlog_max the
     oldest are dropped and counted."""
     away = redis_settings.model_copy(update={"port": 1, "socket_timeout_s": 0.2})
-    store = ConversationStore(away, ttl_s=60, backlog_max=5, backoff_s=(0.0, 0.0))
+    dropped: list[int] = []
+    store = ConversationStore(away, ttl_s=60, backlog_max=5, backoff_s=(0.0, 0.0), on_dropped=dropped.append)
     try:
         for i in range(3):
             states = await store.apply(_updates("b", 4, start=4 * i))
             assert {s.available for s in states} == {False}
         assert store.backlog == 5
         assert store.backlog_dropped == 7
+        assert sum(dropped) == 7  # reported as it happens (the worker counts it in a metric)
     finally:
         await store.aclose()
