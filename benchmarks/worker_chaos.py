@@ -128,24 +128,12 @@ async def wait_ready(port: int, timeout_s: float = 120) -> float:
     raise RuntimeError(f"worker on port {port} not ready after {timeout_s}s")
 
 
-async def committed(kafka, group: str, topic: str) -> dict[int, int]:
-    from parley.clients import kafka_admin
-
-    admin = kafka_admin(kafka)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset >= 0}
-
-
 async def main_async(args: argparse.Namespace) -> dict:
     from parley.connections import KafkaSettings, RedisSettings, TopicSettings
     from stream.contracts import DlqRecord, UtteranceLabels
     from stream.send import Message, send_messages
     from stream.tail import end_offsets, read_to_end
-    from stream.topics import delete_topics, ensure_topics, parley_topics
+    from stream.topics import committed_offsets, delete_topics, ensure_topics, parley_topics
     from train.demo import ensure_demo_bundle
 
     work = args.work
@@ -193,7 +181,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     sending = asyncio.create_task(send_messages(kafka, topics.utterances, messages))
     mark(f"sending {len(messages)} events as fast as possible")
     await asyncio.sleep(args.kill_after)
-    before_kill = await committed(kafka, group, topics.utterances)
+    before_kill = await committed_offsets(kafka, group, topics.utterances)
     a.send_signal(signal.SIGKILL)
     a.wait()
     mark(f"worker A killed (-9); committed before the kill: {before_kill}")
@@ -212,7 +200,7 @@ async def main_async(args: argparse.Namespace) -> dict:
 
     ends = await end_offsets(kafka, topics.utterances)
     for _ in range(600):
-        got = await committed(kafka, group, topics.utterances)
+        got = await committed_offsets(kafka, group, topics.utterances)
         if all(got.get(p) == o for p, o in ends.items() if o > 0):
             break
         await asyncio.sleep(0.5)

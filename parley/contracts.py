@@ -167,14 +167,14 @@ def _check_tree(obj: Any, contract: str) -> None:
     stack: list[tuple[Any, int, tuple[str, ...]]] = [(obj, 1, ())]
     while stack:
         value, depth, path = stack.pop()
+        if isinstance(value, dict | list) and depth > MAX_DEPTH:
+            raise _reject(
+                contract,
+                RejectCode.TOO_DEEP,
+                f"objects and arrays nest deeper than {MAX_DEPTH} levels",
+                field=_field(path),
+            )
         if isinstance(value, dict):
-            if depth > MAX_DEPTH:
-                raise _reject(
-                    contract,
-                    RejectCode.TOO_DEEP,
-                    f"objects and arrays nest deeper than {MAX_DEPTH} levels",
-                    field=_field(path),
-                )
             for key, item in value.items():
                 if _has_surrogate(key):
                     raise _reject(
@@ -186,13 +186,6 @@ def _check_tree(obj: Any, contract: str) -> None:
                     )
                 stack.append((item, depth + 1, (*path, key)))
         elif isinstance(value, list):
-            if depth > MAX_DEPTH:
-                raise _reject(
-                    contract,
-                    RejectCode.TOO_DEEP,
-                    f"objects and arrays nest deeper than {MAX_DEPTH} levels",
-                    field=_field(path),
-                )
             stack.extend((item, depth + 1, (*path, str(i))) for i, item in enumerate(value))
         elif isinstance(value, str) and _has_surrogate(value):
             raise _reject(

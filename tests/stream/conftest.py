@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from parley.connections import KafkaSettings, RedisSettings, TopicSettings
-from stream.topics import delete_topics, ensure_topics, parley_topics
+from stream.topics import committed_offsets, delete_topics, ensure_topics, parley_topics
 from tests.ports import free_port, free_port_pair  # noqa: F401  (re-exported for the worker tests)
 
 
@@ -150,22 +150,6 @@ async def worker_topics(
     await ensure_topics(kafka_settings, parley_topics(names))
     yield names
     await delete_topics(kafka_settings, names.all_names())
-
-
-async def committed_offsets(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int]:
-    """The group's committed offset per partition of ``topic`` (absent: never committed), read
-    with Kafka's admin API, not through the worker."""
-    from parley.clients import kafka_admin
-
-    admin = kafka_admin(kafka)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {
-        tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0
-    }
 
 
 async def group_members(kafka: KafkaSettings, group: str) -> int:

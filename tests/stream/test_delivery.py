@@ -20,8 +20,9 @@ from parley.connections import KafkaSettings, TopicSettings
 from stream.contracts import DlqRecord, Utterance, UtteranceLabels
 from stream.send import Message, messages_for, send_messages
 from stream.tail import end_offsets
+from stream.topics import committed_offsets
 
-from .conftest import WorkerProcess, committed_offsets, read_all, wait_committed
+from .conftest import WorkerProcess, read_all, wait_committed
 from .test_worker import conversations
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -343,3 +344,38 @@ async def test_replay_dlq_sends_chosen_originals_back_after_the_cause_is_fixed(
     )
     assert {uid: labelled[uid] for uid in long_ids} == dict.fromkeys(long_ids, 1)
     assert sum(labelled.values()) == 10
+
+
+@pytest.mark.partitions(1)
+async def test_a_record_the_broker_refuses_stops_the_worker_without_committing(
+    kafka_settings: KafkaSettings, worker_topics: TopicSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """The DLQ topic accepts records of at most 2,000 bytes and a rejected input's DLQ record is
+    larger: the broker refuses the send after the worker sent it, the acker sees the failure, the
+    worker exits non-zero and the committed offset stays before that input."""
+    from stream.topics import TopicSpec, delete_topics, ensure_topics
+
+    await delete_topics(kafka_settings, [worker_topics.utterances_dlq])
+    await asyncio.sleep(1)
+    await ensure_topics(
+        kafka_settings, [TopicSpec(worker_topics.utterances_dlq, 1, configs={"max.message.bytes": "2000"})]
+    )
+    worker = worker_factory()
+    group = worker.env["PARLEY_WORKER_CONSUMER_GROUP"]
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+    first = conversations(1, 5)
+    await send_messages(kafka_settings, worker_topics.utterances, messages_for(first))
+    assert await wait_committed(kafka_settings, group, worker_topics.utterances) == {0: 5}
+    big_and_bad = Message(
+        b"c", b'{"conversation_id": "c", "text": "' + b"z" * 5000 + b'"}'
+    )  # no utterance_id
+    await send_messages(
+        kafka_settings, worker_topics.utterances, [big_and_bad, *messages_for(conversations(1, 5))]
+    )
+    assert worker.proc is not None
+    code = await asyncio.to_thread(worker.proc.wait, 60)
+    assert code != 0, worker.tail()
+    stopped = "a record could not be delivered: stopping without committing; inputs from the last commit on "
+    assert worker.events(stopped + "will be read again")
+    assert await committed_offsets(kafka_settings, group, worker_topics.utterances) == {0: 5}
