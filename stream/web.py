@@ -39,6 +39,7 @@ class WebServer:
             self._runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        self._status()  # refreshes parley_ready for this scrape
         return web.Response(
             body=generate_latest(self._registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )

@@ -91,6 +91,14 @@ class WorkerProcess:
         except OSError:
             return None
 
+    def metric(self, name: str) -> float | None:
+        """One unlabelled sample of the worker's /metrics, None if absent."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=2) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        return None
+
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -153,13 +161,24 @@ async def worker_topics(
 
 
 async def group_members(kafka: KafkaSettings, group: str) -> int:
-    """How many members the consumer group has right now."""
+    """How many members the consumer group has right now (0 for a group never joined)."""
+    import asyncio
+
+    from aiokafka.errors import GroupCoordinatorNotAvailableError
+
     from parley.clients import kafka_admin
 
     admin = kafka_admin(kafka)
     await admin.start()
     try:
-        (response,) = await admin.describe_consumer_groups([group])
+        for _ in range(40):  # on a fresh broker the offsets topic (and coordinator) comes up first
+            try:
+                (response,) = await admin.describe_consumer_groups([group])
+                break
+            except GroupCoordinatorNotAvailableError:
+                await asyncio.sleep(0.5)
+        else:
+            raise AssertionError(f"no coordinator for group {group} after 20 s")
     finally:
         await admin.close()
     (described,) = response.to_object()["groups"]

@@ -150,12 +150,15 @@ async def test_a_cold_start_whose_pointer_names_a_missing_version_waits_outside_
         await send_messages(kafka_settings, worker_topics.utterances, messages_for(utterances))
         await asyncio.sleep(5)
         assert worker.readyz() == {"ready": False, "engine": False, "kafka": False, "state": True}
+        assert worker.metric("parley_ready") == 0
+        assert (worker.metric("parley_engine_load_failures_total") or 0) >= 1
         assert await group_members(kafka_settings, group) == 0
         assert await read_all(kafka_settings, worker_topics.utterance_labels, idle_s=1) == []
         assert worker.events("no engine can serve yet; not consuming until one loads")
 
         await pointers.promote("demo-student", demo.version, demo.engine_id, demo.backend, target)
         await asyncio.to_thread(worker.wait_ready, 90)
+        assert worker.metric("parley_ready") == 1
         await wait_committed(kafka_settings, group, worker_topics.utterances)
         got = await _labels(kafka_settings, worker_topics.utterance_labels)
         assert set(got) == {u.utterance_id for u in utterances}
