@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -87,7 +86,6 @@ class _InFlight:
     records: Sequence[InRecord]
     generation: int
     sent: Sent
-    taken_at: float
 
 
 class Delivery:
@@ -163,7 +161,7 @@ class Delivery:
             self.metrics.batches_abandoned.inc()
             self._end()
             return
-        await self._queue.put(_InFlight(mine, generation, sent, time.monotonic()))
+        await self._queue.put(_InFlight(mine, generation, sent))
 
     def _begin(self) -> None:
         self._in_flight += 1

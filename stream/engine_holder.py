@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -66,13 +66,11 @@ class _Retry:
 
     failures: int = 0
     at: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
-    def failed(self, error: str, base_s: float) -> float:
+    def failed(self, base_s: float) -> float:
         self.failures += 1
         wait: float = min(base_s * 2.0 ** (self.failures - 1), 300.0)
         self.at = time.monotonic() + wait
-        self.errors = [*self.errors[-2:], error]
         return wait
 
 
@@ -193,7 +191,7 @@ class EngineHolder:
                 serving = await asyncio.to_thread(self._load_version, pointer)
             except Exception as exc:  # whatever breaks a new engine must not touch the serving one
                 self.on_event("load_failed")
-                wait = self._retry.setdefault(key, _Retry()).failed(_short(exc), self.retry_s * 5)
+                wait = self._retry.setdefault(key, _Retry()).failed(self.retry_s * 5)
                 log.error(
                     "new engine failed to load; the current one keeps serving",
                     model=self.model,
