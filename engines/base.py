@@ -47,6 +47,9 @@ class EngineOptions:
     device: Literal["cpu", "cuda"] = "cpu"
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     max_batch: int = 64
+    """Most rows per engine call."""
+    max_tokens: int | None = None
+    """Most padded tokens (rows × width) per engine call; None: only ``max_batch`` limits a call."""
     bucket: bool = True
     threads: int | None = None
     """Intra-op threads (ONNX Runtime, torch); None lets the runtime decide."""
@@ -57,6 +60,8 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise EngineInputError(f"max_batch must be at least 1, got {self.max_batch}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise EngineInputError(f"max_tokens must be at least 1, got {self.max_tokens}")
 
 
 DEFAULT_OPTIONS: Final = EngineOptions()
@@ -121,7 +126,11 @@ class Engine(ABC):
             n: [] for n, _ in self._tasks
         }
         for batch in self.tokenizer.batches(
-            texts, contexts, max_batch=self.options.max_batch, bucket=self.options.bucket
+            texts,
+            contexts,
+            max_batch=self.options.max_batch,
+            max_tokens=self.options.max_tokens,
+            bucket=self.options.bucket,
         ):
             logits = self._infer_impl(batch.feeds)
             for name, n_labels in self._tasks:

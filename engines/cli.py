@@ -99,7 +99,7 @@ def check_manifest(path: Path) -> None:
 def export(
     ctx: click.Context, checkpoint: Path, version: str | None, sample: Path | None, publish: bool
 ) -> None:
-    """Turn a training CHECKPOINT into a registered bundle: ONNX (opset 17, dynamic batch and sequence),
+    """Turn a training CHECKPOINT into a registered bundle: ONNX (opset 20, dynamic batch and sequence),
     tokenizer, torch weights, verification sample and manifest, checked against torch, moved into the
     registry in one step."""
     from engines.export import read_sample_rows

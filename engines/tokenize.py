@@ -106,15 +106,17 @@ class Tokenizer:
         pairs: Sequence[str | None] | None = None,
         *,
         max_batch: int,
+        max_tokens: int | None = None,
         bucket: bool = True,
     ) -> Iterator[Batch]:
-        """Padded batches of at most ``max_batch`` rows; with ``bucket``, rows of similar length together."""
+        """Padded batches of at most ``max_batch`` rows and, with ``max_tokens``, at most that many
+        padded tokens (rows × width; a single longer row still makes a batch of one). With
+        ``bucket``, rows of similar length go together, so a token budget buys many short rows or a
+        few long ones and every engine call does about the same work."""
         encodings = self._encode(texts, pairs)
-        order = (
-            np.argsort([len(e.ids) for e in encodings], kind="stable") if bucket else np.arange(len(texts))
-        )
-        for start in range(0, len(order), max_batch):
-            idx = order[start : start + max_batch].astype(np.int64)
+        lengths = [len(e.ids) for e in encodings]
+        order = np.argsort(lengths, kind="stable") if bucket else np.arange(len(texts))
+        for idx in cut_batches(order, lengths, max_batch, max_tokens):
             chosen = [encodings[i] for i in idx]
             width = max(len(e.ids) for e in chosen)
             ids = np.full((len(chosen), width), self.pad_id, dtype=np.int64)
@@ -127,6 +129,21 @@ class Tokenizer:
                 types[row, :n] = e.type_ids
             all_feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             yield Batch(idx, {name: all_feeds[name] for name in self.input_names})
+
+
+def cut_batches(
+    order: npt.NDArray[np.int64], lengths: Sequence[int], max_batch: int, max_tokens: int | None
+) -> Iterator[npt.NDArray[np.int64]]:
+    """Consecutive runs of ``order``: at most ``max_batch`` rows, and (rows × longest) ≤ ``max_tokens``."""
+    start, width = 0, 0
+    for end in range(len(order)):
+        width = max(width, lengths[order[end]])
+        rows = end - start + 1
+        if rows > max_batch or (max_tokens is not None and rows > 1 and rows * width > max_tokens):
+            yield order[start:end].astype(np.int64)
+            start, width = end, lengths[order[end]]
+    if start < len(order):
+        yield order[start:].astype(np.int64)
 
 
 def restore(

@@ -7,10 +7,11 @@ back-off for as long as it takes (Redis down, no pointer, a version that does no
 does faust start and the worker join its consumer group, so a worker without an engine holds no
 partitions.
 
-One agent (concurrency 1) takes batches bounded in size (``batch_max_size``) and waiting time
-(``batch_max_wait_ms``) with ``Stream.noack_take`` and hands each to :class:`stream.delivery.Delivery`,
-which processes it (:class:`stream.processor.BatchProcessor`) and commits its offsets only once Kafka
-acknowledged its outputs; faust's own acks are off for the input topic. On a rebalance and on
+One agent (concurrency 1) reads events into a bounded intake; a batcher takes whatever has arrived
+(``stream.batching``: no waiting for a batch to fill, up to ``batch_max_size``) and hands it to
+:class:`stream.delivery.Delivery`, which processes it (:class:`stream.processor.BatchProcessor`) and
+commits its offsets only once Kafka acknowledged its outputs; faust's own acks are off for the input
+topic. On a rebalance and on
 SIGTERM the batches in flight finish and are committed before the partitions go.
 
 Alongside: the acker and committer tasks, a task that follows ``engine_ready`` on ``model-events``
@@ -39,6 +40,7 @@ from engines.registry import Registry
 from parley.clients import kafka_ssl_context, redis_client
 from parley.connections import KafkaSettings
 from parley.contracts import ContractError
+from stream.batching import next_batch
 from stream.contracts import DLQ_KEY_MAX_BYTES
 from stream.delivery import Delivery, Partition
 from stream.engine_holder import EngineHolder
@@ -95,7 +97,11 @@ class Worker:
             model=settings.model,
             target=settings.target,
             bundle_path=settings.bundle_path,
-            options=EngineOptions(threads=settings.engine_threads, max_batch=settings.engine_max_batch),
+            options=EngineOptions(
+                threads=settings.engine_threads,
+                max_batch=settings.engine_max_batch,
+                max_tokens=settings.engine_max_tokens,
+            ),
             retry_s=settings.engine_retry_s,
         )
         events = {
@@ -199,13 +205,20 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Worker]:
     )
     processor = worker.processor
 
+    # The agent only reads; the batcher takes whatever has arrived (stream.batching).
+    intake: asyncio.Queue[InRecord] = asyncio.Queue(maxsize=settings.batch_max_size)
+
     @app.agent(source, concurrency=1, supervisor_strategy=CrashingSupervisor)
-    async def label(stream: Any) -> None:
-        async for events in stream.noack_take(
-            settings.batch_max_size, within=settings.batch_max_wait_ms / 1000
-        ):
-            await delivery.handle([_in_record(e) for e in events], processor.process)
-            _record_lag(app, worker, events)
+    async def read(stream: Any) -> None:
+        async for event in stream.events():
+            await intake.put(_in_record(event))
+
+    @app.task
+    async def batcher() -> None:
+        while True:
+            records = await next_batch(intake, settings.batch_max_size, settings.batch_max_wait_ms / 1000)
+            await delivery.handle(records, processor.process)
+            _record_lag(app, worker, records)
 
     @app.task
     async def acker() -> None:
@@ -282,14 +295,14 @@ def _in_record(event: Any) -> InRecord:
     )
 
 
-def _record_lag(app: faust.App, worker: Worker, events: Sequence[Any]) -> None:
-    last: dict[Any, int] = {}
-    for e in events:
-        last[e.message.tp] = e.message.offset
-    for tp, offset in last.items():
-        highwater = app.consumer.highwater(tp)
+def _record_lag(app: faust.App, worker: Worker, records: Sequence[InRecord]) -> None:
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        last[(r.topic, r.partition)] = r.offset
+    for (topic, partition), offset in last.items():
+        highwater = app.consumer.highwater(TP(topic, partition))
         if highwater is not None:
-            worker.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+            worker.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(
                 max(highwater - offset - 1, 0)
             )
 

@@ -58,9 +58,19 @@ class WorkerSettings(DeployableSettings):
         0.3, gt=0, le=1, description="Weight of the newest utterance in rolling sentiment."
     )
     batch_max_size: int = Field(
-        128, ge=1, description="Most messages per batch (larger: better length bucketing, less overhead)."
+        128,
+        ge=1,
+        le=4096,
+        description="Most messages per batch: a batch is whatever has arrived, up to this many (the "
+        "engine sorts them by length and cuts them by tokens).",
     )
-    batch_max_wait_ms: int = Field(50, ge=1, description="Longest wait to fill a batch before inferring.")
+    batch_max_wait_ms: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="How long a started batch may wait for more messages; 0 (the default) never "
+        "holds a message back when the engine is idle.",
+    )
     top_k: int = Field(3, ge=1, description="Labels listed per task in each output.")
     model: str = Field("student", min_length=1, description="Model whose current engine this worker serves.")
     target: str = Field(
@@ -72,7 +82,12 @@ class WorkerSettings(DeployableSettings):
         None, ge=1, description="Inference threads; the runtime decides by default."
     )
     engine_max_batch: int = Field(
-        32, ge=1, description="Rows per engine call (batches are length-sorted first)."
+        32, ge=1, description="Most rows per engine call (batches are length-sorted first)."
+    )
+    engine_max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Most padded tokens (rows × longest) per engine call; none: rows alone limit a call.",
     )
     pipeline_depth: int = Field(
         2, ge=1, le=16, description="Batches whose sends may be in flight while the next one is processed."

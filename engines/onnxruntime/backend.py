@@ -7,7 +7,7 @@ Threads and graph optimisation are options. The session is created on ``activate
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +40,12 @@ def model_path(bundle: Bundle, options: EngineOptions) -> Path:
     )
 
 
+# ONNX Runtime fuses Add + LayerNormalization into SkipLayerNormalization; on CPU, for MiniLM's width
+# (384), that kernel is slower than the two it replaces: the demo student's INT8 graph ran at 1,132
+# utt/s with the fusion and 1,534 without (sorted batches of 32, 2 cores; docs/engines.md). CUDA keeps it.
+_CPU_DISABLED_FUSIONS: Final = ["SkipLayerNormFusion"]
+
+
 def session(path: Path, options: EngineOptions) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.graph_optimization_level = _LEVELS[options.graph_optimization]
@@ -55,7 +61,12 @@ def session(path: Path, options: EngineOptions) -> ort.InferenceSession:
             )
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        return ort.InferenceSession(
+            str(path),
+            sess_options=so,
+            providers=providers,
+            disabled_optimizers=_CPU_DISABLED_FUSIONS if options.device == "cpu" else [],
+        )
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise EngineError(f"ONNX Runtime cannot load {path}: {exc}") from None
 

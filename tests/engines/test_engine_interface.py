@@ -78,3 +78,38 @@ def test_unknown_backend_lists_the_known_ones() -> None:
 def test_engine_name_says_backend_device_and_precision(engine) -> None:
     """Outputs name what produced them: backend, device and precision."""
     assert engine.name == "onnxruntime-cpu-fp32"
+
+
+def test_a_token_budget_bounds_every_call_and_keeps_every_row(engine) -> None:
+    """With max_tokens, each batch holds at most that many padded tokens (a longer single row
+    still gets a batch of its own), no row is lost or repeated, and the probabilities are the
+    ones row-count batching gives."""
+    import numpy as np
+
+    texts = [
+        "hi",
+        "ok then",
+        "word " * 40,
+        "a b c d e f",
+        "yes",
+        "x " * 12,
+        "thanks a lot for that",
+        "no",
+    ] * 5
+    batches = list(engine.tokenizer.batches(texts, max_batch=64, max_tokens=48))
+    for b in batches:
+        rows, width = b.shape
+        assert rows * width <= 48 or rows == 1
+    assert sorted(i for b in batches for i in b.indices.tolist()) == list(range(len(texts)))
+    budgeted = load_engine(engine.bundle, "onnxruntime", EngineOptions(max_batch=64, max_tokens=48))
+    with budgeted:
+        got = budgeted.infer(texts)
+    expected = engine.infer(texts)
+    for task in expected:
+        np.testing.assert_allclose(got[task], expected[task], atol=1e-5)
+
+
+def test_a_token_budget_must_be_positive() -> None:
+    """max_tokens of 0 is refused with the value named."""
+    with pytest.raises(EngineInputError, match="max_tokens must be at least 1, got 0"):
+        EngineOptions(max_tokens=0)
