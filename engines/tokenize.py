@@ -8,6 +8,7 @@ back in the caller's order.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,15 +119,13 @@ class Tokenizer:
         order = np.argsort(lengths, kind="stable") if bucket else np.arange(len(texts))
         for idx in cut_batches(order, lengths, max_batch, max_tokens):
             chosen = [encodings[i] for i in idx]
-            width = max(len(e.ids) for e in chosen)
-            ids = np.full((len(chosen), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(chosen), width), dtype=np.int64)
-            types = np.zeros((len(chosen), width), dtype=np.int64)
-            for row, e in enumerate(chosen):
-                n = len(e.ids)
-                ids[row, :n] = e.ids
-                mask[row, :n] = 1
-                types[row, :n] = e.type_ids
+            sizes = np.array([lengths[i] for i in idx])
+            real = np.arange(int(sizes.max())) < sizes[:, None]  # row-major: the ids in order
+            ids = np.full(real.shape, self.pad_id, dtype=np.int64)
+            ids[real] = np.fromiter(itertools.chain.from_iterable(e.ids for e in chosen), np.int64)
+            types = np.zeros(real.shape, dtype=np.int64)
+            types[real] = np.fromiter(itertools.chain.from_iterable(e.type_ids for e in chosen), np.int64)
+            mask = real.astype(np.int64)
             all_feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             yield Batch(idx, {name: all_feeds[name] for name in self.input_names})
 

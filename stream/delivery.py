@@ -4,8 +4,10 @@ and of every earlier input of its partition, has been acknowledged by the broker
 faust's own acking is switched off for the input topic (``acks=False``): faust neither records nor
 commits its offsets, and its rebalance and shutdown paths wait for nothing of ours. Instead:
 
-- the agent hands every batch to :meth:`Delivery.handle`, which processes it (sending its records)
-  and queues the send futures for the acker; the next batch is processed while they fly;
+- the batcher hands every batch to :meth:`Delivery.handle`, which prepares it (decode, infer) and
+  queues it for the emitter (:meth:`Delivery.run_emitter`: state, sends), which queues its send
+  futures for the acker — three stages, so the engine works on batch k+1 while batch k is sent and
+  batch k-1 is acknowledged;
 - one acker awaits each batch's futures **in the order the batches were taken** and then marks its
   offsets done in the :class:`CommitTracker`, so per partition the committable offset only moves
   over inputs whose records Kafka holds;
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -39,6 +42,12 @@ log = structlog.get_logger(__name__)
 Partition = tuple[str, int]
 Commit = Callable[[dict[Partition, int]], Awaitable[bool]]
 """commit({(topic, partition): next_offset}) → True when Kafka stored the offsets."""
+P = TypeVar("P")
+StillOurs = Callable[[], bool]
+Prepare = Callable[[Sequence[InRecord], StillOurs], Awaitable[P | None]]
+"""Stage one of a batch (decode, infer); None when it stopped being ours before it was done."""
+Emit = Callable[[P, StillOurs], Awaitable[Sent]]
+"""Stage two (state, sends), in the order batches were prepared."""
 
 
 class CommitTracker:
@@ -88,13 +97,14 @@ class _InFlight:
     sent: Sent
 
 
-class Delivery:
-    """The acker and committer of one worker (see the module docstring)."""
+class Delivery(Generic[P]):
+    """The stages, acker and committer of one worker (see the module docstring)."""
 
     def __init__(
         self,
         *,
         commit: Commit,
+        emit: Emit[P],
         metrics: WorkerMetrics,
         on_fatal: Callable[[BaseException], Awaitable[None]],
         depth: int = 2,
@@ -104,6 +114,8 @@ class Delivery:
     ) -> None:
         self.tracker = CommitTracker()
         self._commit = commit
+        self._emit = emit
+        self._to_emit: asyncio.Queue[tuple[Sequence[InRecord], int, P]] = asyncio.Queue(maxsize=1)
         self.metrics = metrics
         self._on_fatal = on_fatal
         self.commit_interval_s = commit_interval_s
@@ -127,12 +139,8 @@ class Delivery:
         self._accepting = True
         self.kafka_ok = True
 
-    async def handle(
-        self,
-        records: Sequence[InRecord],
-        process: Callable[[Sequence[InRecord], Callable[[], bool]], Awaitable[Sent]],
-    ) -> None:
-        """Process one batch and queue its acknowledgements. Never raises: a failure that cannot be
+    async def handle(self, records: Sequence[InRecord], prepare: Prepare[P]) -> None:
+        """Prepare one batch and queue it for the emitter. Never raises: a failure that cannot be
         confined to one record stops the worker without committing."""
         if self.failed:
             return
@@ -149,19 +157,38 @@ class Delivery:
         try:
             # A batch started before a drain is finished (and committed) by it; it is abandoned only
             # once its generation closed, i.e. after the drain gave up on it.
-            sent = await process(mine, lambda: self.tracker.owns(generation))
+            prepared = await prepare(mine, self._still_ours(generation))
         except Exception as exc:
             self._end()
             await self.fail(exc)
             return
-        except BaseException:  # cancelled: nothing sent is acknowledged on our books
+        except BaseException:  # cancelled: nothing of it is on our books
             self._end()
             raise
-        if sent.abandoned:
+        if prepared is None:
             self.metrics.batches_abandoned.inc()
             self._end()
             return
-        await self._queue.put(_InFlight(mine, generation, sent))
+        await self._to_emit.put((mine, generation, prepared))
+
+    def _still_ours(self, generation: int) -> StillOurs:
+        return lambda: self.tracker.owns(generation)
+
+    async def run_emitter(self) -> None:
+        """Stage two of each batch, in the order prepared; its sends go to the acker."""
+        while True:
+            records, generation, prepared = await self._to_emit.get()
+            try:
+                sent = await self._emit(prepared, self._still_ours(generation))
+            except Exception as exc:
+                self._end()
+                await self.fail(exc)
+                return
+            if sent.abandoned:
+                self.metrics.batches_abandoned.inc()
+                self._end()
+                continue
+            await self._queue.put(_InFlight(records, generation, sent))
 
     def _begin(self) -> None:
         self._in_flight += 1

@@ -12,6 +12,10 @@ The steps, for a batch the agent took from ``utterances``:
 5. send every output and DLQ record, and hand back the futures that resolve when Kafka acknowledged
    them. :mod:`stream.delivery` awaits those before the batch's offsets may be committed.
 
+Steps 1-3 are :meth:`BatchProcessor.prepare` and steps 4-5 :meth:`BatchProcessor.emit`: the worker
+runs them as a pipeline, so the engine labels batch k+1 while batch k's state is written and its
+records are sent (a model that reads context waits for the state of earlier batches first).
+
 Isolation is per record: anything that goes wrong with one input (decoding, validation, encoding
 its output) becomes that input's DLQ record (``internal_error`` for what parley did not foresee),
 and a DLQ record always fits the producer's size limit. What cannot be confined to one record
@@ -34,18 +38,16 @@ from stream.contracts import (
     DLQ_DEFAULT_MAX_BYTES,
     ConversationState,
     DlqRecord,
-    ModelRef,
     SourceCoordinates,
     TextLimits,
     Utterance,
-    UtteranceLabels,
     decode_utterance,
     encode,
 )
 from stream.engine_holder import EngineHolder, Serving
 from stream.inference import EngineBroken, Inference
 from stream.metrics import WorkerMetrics
-from stream.predictions import predictions_for, sentiment_score
+from stream.predictions import batch_predictions, encode_labels, sentiment_scores, timestamp
 from stream.state import UNAVAILABLE, ConversationStore, StateUpdate, Turn, context_for
 
 log = structlog.get_logger(__name__)
@@ -87,12 +89,6 @@ class Sent:
     """True when the batch stopped being ours (a rebalance) before anything was sent."""
 
 
-@dataclass(frozen=True, slots=True)
-class Topics:
-    labels: str
-    dlq: str
-
-
 @dataclass
 class _Valid:
     record: InRecord
@@ -101,6 +97,25 @@ class _Valid:
 
 
 Rejected = tuple[InRecord, list[Rejection]]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch after stage one (decoded, inferred), waiting for stage two (state, sends)."""
+
+    records: Sequence[InRecord]
+    serving: Serving
+    probs: Probabilities
+    labelled: list[tuple[int, _Valid]]
+    dlq: list[Rejected]
+    report: BatchReport
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    labels: str
+    dlq: str
 
 
 def _internal(where: str, exc: BaseException) -> list[Rejection]:
@@ -146,35 +161,82 @@ class BatchProcessor:
         self.broken_retry_s = broken_retry_s
         self._short_context_warned = False
         self._reported: Serving | None = None
+        self._awaiting_emit = 0
+        self._all_emitted = asyncio.Event()
+        self._all_emitted.set()
 
     async def process(
         self, records: Sequence[InRecord], still_ours: Callable[[], bool] = lambda: True
     ) -> Sent:
+        """Both stages, one after the other (the worker runs them as a pipeline)."""
+        prepared = await self.prepare(records, still_ours)
+        if prepared is None:
+            return Sent([], BatchReport(size=len(records)), abandoned=True)
+        return await self.emit(prepared, still_ours)
+
+    async def prepare(
+        self, records: Sequence[InRecord], still_ours: Callable[[], bool] = lambda: True
+    ) -> Prepared | None:
+        """Stage one: decode and infer. None when the batch stopped being ours while an engine that
+        fails every input held it."""
         started = time.perf_counter()
         report = BatchReport(size=len(records))
         self.metrics.events_in.inc(len(records))
         self.metrics.batch_size.observe(len(records))
-
         valid, dlq = self._decode(records)
         t0 = time.perf_counter()
         outcome = await self._infer(valid, still_ours)
         if outcome is None:
-            return Sent([], report, abandoned=True)
+            return None
         serving, probs, failed = outcome
         report.inference_ms = (time.perf_counter() - t0) * 1000
         report.model_version = serving.version
         self.metrics.inference_seconds.observe(report.inference_ms / 1000)
         dlq.extend((valid[i].record, [reason]) for i, reason in failed.items())
         labelled = [(i, v) for i, v in enumerate(valid) if i not in failed]
+        self._awaiting_emit += 1
+        self._all_emitted.clear()
+        return Prepared(records, serving, probs, labelled, dlq, report, started)
+
+    async def emit(self, prepared: Prepared, still_ours: Callable[[], bool] = lambda: True) -> Sent:
+        """Stage two: conversation state, then every output and DLQ record sent; batches must come
+        here in the order they were prepared."""
+        try:
+            return await self._emit(prepared, still_ours)
+        finally:
+            self._awaiting_emit -= 1
+            if self._awaiting_emit == 0:
+                self._all_emitted.set()
+
+    async def _emit(self, prepared: Prepared, still_ours: Callable[[], bool]) -> Sent:
+        serving, probs, labelled, dlq, report = (
+            prepared.serving,
+            prepared.probs,
+            prepared.labelled,
+            list(prepared.dlq),
+            prepared.report,
+        )
         states = await self._update_state(serving, labelled, probs)
         if not still_ours():
             return Sent([], report, abandoned=True)
-
         acks: list[Awaitable[object]] = []
         now = datetime.now(UTC)
+        processed_at = timestamp(now)
+        model = {"name": serving.model, "version": serving.version, "backend": serving.backend}
+        predictions = batch_predictions(probs, serving.labels, self.top_k)
         for (row, item), state in zip(labelled, states, strict=True):
             try:
-                value = encode(self._output(serving, row, item, probs, state, now))
+                value = encode_labels(
+                    conversation_id=item.utterance.conversation_id,
+                    utterance_id=item.utterance.utterance_id,
+                    turn=item.utterance.turn,
+                    predictions=predictions[row],
+                    model=model,
+                    state=state,
+                    text_truncated=item.truncated,
+                    processed_at=processed_at,
+                    latency_ms=_latency_ms(item.record.timestamp_ms, now),
+                )
             except Exception as exc:  # a bug of ours must cost one record its output, not be lost
                 dlq.append((item.record, _internal("labelling", exc)))
                 continue
@@ -189,8 +251,8 @@ class BatchProcessor:
             self.metrics.events_dlq.labels(reason=dead.reason.value).inc()
         report.dead_lettered = len(dlq)
         self.metrics.events_out.inc(report.labelled)
-        report.total_ms = (time.perf_counter() - started) * 1000
-        self._log(records, report, serving)
+        report.total_ms = (time.perf_counter() - prepared.started) * 1000
+        self._log(prepared.records, report, serving)
         return Sent(acks, report)
 
     # -- 1 decode -----------------------------------------------------------------------------------
@@ -259,6 +321,9 @@ class BatchProcessor:
                 context_turns=n,
                 kept=self.store.recent,
             )
+        # Earlier batches' turns must be in Redis before this one reads them: with the stages
+        # pipelined, wait until every prepared batch has been emitted (context models only).
+        await self._all_emitted.wait()
         ids = [v.utterance.conversation_id for v in valid]
         history: dict[str, list[Turn]] = await self.store.history(ids) if self.store else {}
         return [
@@ -279,50 +344,33 @@ class BatchProcessor:
             return [UNAVAILABLE] * len(labelled)
         labels = serving.labels
         intent_task = next((t for t in self.intent_tasks if t in labels), None)
-        updates = []
-        for row, item in labelled:
-            sentiment = (
-                sentiment_score(row, probs[self.sentiment_task], labels[self.sentiment_task])
-                if self.sentiment_task in labels
-                else None
+        rows = [row for row, _ in labelled]
+        sentiments: Sequence[float | None] = (
+            sentiment_scores(probs[self.sentiment_task][rows], labels[self.sentiment_task])
+            if self.sentiment_task in labels and rows
+            else [None] * len(rows)
+        )
+        intents = (
+            [labels[intent_task][i] for i in probs[intent_task][rows].argmax(axis=1).tolist()]
+            if intent_task and rows
+            else [None] * len(rows)
+        )
+        updates = [
+            StateUpdate(
+                item.utterance.conversation_id,
+                item.utterance.utterance_id,
+                item.utterance.text,
+                sentiment,
+                intent,
             )
-            intent = labels[intent_task][int(probs[intent_task][row].argmax())] if intent_task else None
-            updates.append(
-                StateUpdate(
-                    item.utterance.conversation_id,
-                    item.utterance.utterance_id,
-                    item.utterance.text,
-                    sentiment,
-                    intent,
-                )
-            )
+            for (_, item), sentiment, intent in zip(labelled, sentiments, intents, strict=True)
+        ]
         states = await self.store.apply(updates)
         self.metrics.state_available.set(1 if self.store.available else 0)
         self.metrics.state_backlog.set(self.store.backlog)
         return states
 
     # -- 5 outputs ----------------------------------------------------------------------------------
-    def _output(
-        self,
-        serving: Serving,
-        row: int,
-        item: _Valid,
-        probs: Probabilities,
-        state: ConversationState,
-        now: datetime,
-    ) -> UtteranceLabels:
-        return UtteranceLabels(
-            conversation_id=item.utterance.conversation_id,
-            utterance_id=item.utterance.utterance_id,
-            turn=item.utterance.turn,
-            predictions=predictions_for(row, probs, serving.labels, self.top_k),
-            model=ModelRef(name=serving.model, version=serving.version, backend=serving.backend),
-            state=state,
-            text_truncated=item.truncated,
-            processed_at=now,
-            latency_ms=_latency_ms(item.record.timestamp_ms, now),
-        )
-
     def _dead_letter(self, record: InRecord, rejections: list[Rejection]) -> DlqRecord:
         source = SourceCoordinates(
             topic=record.topic,

@@ -58,7 +58,7 @@ class WorkerSettings(DeployableSettings):
         0.3, gt=0, le=1, description="Weight of the newest utterance in rolling sentiment."
     )
     batch_max_size: int = Field(
-        128,
+        256,
         ge=1,
         le=4096,
         description="Most messages per batch: a batch is whatever has arrived, up to this many (the "
@@ -82,12 +82,13 @@ class WorkerSettings(DeployableSettings):
         None, ge=1, description="Inference threads; the runtime decides by default."
     )
     engine_max_batch: int = Field(
-        32, ge=1, description="Most rows per engine call (batches are length-sorted first)."
+        128, ge=1, description="Most rows per engine call (batches are length-sorted first)."
     )
     engine_max_tokens: int | None = Field(
-        None,
+        512,
         ge=1,
-        description="Most padded tokens (rows × longest) per engine call; none: rows alone limit a call.",
+        description="Most padded tokens (rows × longest) per engine call (docs/benchmarks/engine-shapes.md); "
+        "none: rows alone limit a call.",
     )
     pipeline_depth: int = Field(
         2, ge=1, le=16, description="Batches whose sends may be in flight while the next one is processed."
@@ -108,6 +109,13 @@ class WorkerSettings(DeployableSettings):
         le=600,
         description="How long a send may go unacknowledged (with retries) before the worker stops "
         "without committing.",
+    )
+    publish_linger_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="How long the producer gathers records into one request: a batch's outputs go "
+        "to Kafka in a few requests instead of one each.",
     )
     engine_retry_s: float = Field(
         2.0, gt=0, description="First wait before retrying an engine that failed to load (doubles)."

@@ -52,6 +52,11 @@ def session(path: Path, options: EngineOptions) -> ort.InferenceSession:
     so.intra_op_num_threads = options.threads or 0
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # ONNX Runtime's pool threads spin while they wait for work. Alone on a machine that buys a little;
+    # in the worker it burns the cores that Kafka, Redis and Python need: spinning off, the engine
+    # alone ran as fast (1,057-1,176 utt/s against 1,128-1,168) on 12% less CPU, and the worker's
+    # backlog drain used 15 CPU-seconds instead of 23 for the same 6,000 utterances.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers: list[Any] = ["CPUExecutionProvider"]
     if options.device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():

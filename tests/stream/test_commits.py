@@ -27,10 +27,16 @@ class _Harness:
         async def on_fatal(exc: BaseException) -> None:
             self.fatal.append(exc)
 
-        self.delivery = Delivery(
-            commit=commit, metrics=WorkerMetrics(), on_fatal=on_fatal, depth=4, drain_timeout_s=0.5
+        async def emit(sent: Sent, still_ours: Callable[[], bool]) -> Sent:
+            return sent  # stage one did the work here: each batch's sends are given whole
+
+        self.delivery: Delivery[Sent] = Delivery(
+            commit=commit, emit=emit, metrics=WorkerMetrics(), on_fatal=on_fatal, depth=4, drain_timeout_s=0.5
         )
-        self.acker = asyncio.create_task(self.delivery.run_acker())
+        self.tasks = [
+            asyncio.create_task(self.delivery.run_emitter()),
+            asyncio.create_task(self.delivery.run_acker()),
+        ]
 
     def sender(self, acks: list[asyncio.Future[object]]) -> Callable[..., object]:
         async def process(records: Sequence[InRecord], still_ours: Callable[[], bool]) -> Sent:
@@ -43,7 +49,8 @@ class _Harness:
             await asyncio.sleep(0)
 
     def close(self) -> None:
-        self.acker.cancel()
+        for task in self.tasks:
+            task.cancel()
 
 
 def _future(result: BaseException | None = None) -> asyncio.Future[object]:
