@@ -326,10 +326,13 @@ async def main_async(args: argparse.Namespace) -> dict:
         wanted = {json.loads(m.value)["utterance_id"] for m in backlog}
         outs = await outputs_for(kafka, topics.utterance_labels, start, wanted, 120)
         times = sorted(o.processed_at.timestamp() for o in outs)
+        # Steady state: from the tenth percentile of outputs on (start-up and the engine's first
+        # calls, which size its memory arena, are not what a drain costs).
+        first = len(times) // 10
         report["worker_backlog"] = {
             "utterances": len(outs),
             "seconds": round(times[-1] - times[0], 2),
-            "utterances_per_s": round(len(outs) / (times[-1] - times[0]), 1),
+            "utterances_per_s": round((len(times) - first) / (times[-1] - times[first]), 1),
         }
         print("backlog drain", report["worker_backlog"], flush=True)
         if spy and args.profile_s > 0:
@@ -337,8 +340,9 @@ async def main_async(args: argparse.Namespace) -> dict:
         capacity = await run_live(kafka, topics, utterance_messages(rows, args.n, "live"), None)
         report["worker_live"] = capacity
         print("live", capacity, flush=True)
+        # Half and nine tenths of what the worker sustains: its steady backlog drain.
         for share in (0.5, 0.9):
-            rate = capacity["utterances_per_s"] * share
+            rate = report["worker_backlog"]["utterances_per_s"] * share
             n = int(rate * args.rate_seconds)
             report[f"worker_at_{int(share * 100)}pct"] = await run_live(
                 kafka, topics, utterance_messages(rows, n, f"r{int(share * 100)}-"), rate
@@ -409,12 +413,13 @@ def render(r: dict) -> str:
         "|---|---|---|---|---|",
         f"| raw engine at the worker's shapes (windows of {raw['window']}) | {raw['utterances']} | "
         f"{raw['utterances_per_s']:.0f} | | |",
-        f"| worker, backlog drain (topic filled first) | {drain['utterances']} | {drain['utterances_per_s']:.0f} | | |",
+        f"| worker, backlog drain (topic filled first; steady state, from the 10th percentile output) | "
+        f"{drain['utterances']} | {drain['utterances_per_s']:.0f} | | |",
     ]
     for key, label in (
         ("worker_live", "worker, live, as fast as the producer goes"),
-        ("worker_at_50pct", "worker at 50% of live capacity"),
-        ("worker_at_90pct", "worker at 90% of live capacity"),
+        ("worker_at_50pct", "worker at 50% of its drain rate"),
+        ("worker_at_90pct", "worker at 90% of its drain rate"),
         ("naive_capacity", "naive consumer, as fast as possible"),
         ("naive_at_50pct", "naive consumer at 50% of its capacity"),
     ):
