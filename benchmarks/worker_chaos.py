@@ -7,8 +7,10 @@ The mix: DailyDialog test utterances (keyed by dialogue, in turn order) with hos
 them — deeply nested JSON (~200 KB), 4,000-digit integers, ~800 KB and ~1 MB values, NaN, lone
 surrogates, duplicate keys, empty values and tombstones, null keys, not-JSON, whitespace text.
 The worker serves the demo student (the point is delivery, not accuracy). Schedule: worker A
-starts; the mix is sent as fast as the producer goes; after ``--kill-after`` seconds A is killed
-with SIGKILL and started again; once it is back a worker B joins; once B is ready A gets SIGTERM.
+starts; the mix is sent at ``--rate`` events/s (100: twenty seconds of traffic, so everything below
+happens while it flows; 0 sends as fast as the producer goes); after ``--kill-after`` seconds A is
+killed with SIGKILL and started again; once it is back a worker B joins; once B is ready A gets
+SIGTERM.
 
 Then every input offset is accounted for from the topics themselves: lost (no output, no DLQ
 record), on the wrong side (a valid utterance in the DLQ, a hostile input labelled), duplicated
@@ -178,8 +180,12 @@ async def main_async(args: argparse.Namespace) -> dict:
     await wait_ready(16101)
     mark("worker A ready")
     messages = [Message(e["key"], e["value"]) for e in events]
-    sending = asyncio.create_task(send_messages(kafka, topics.utterances, messages))
-    mark(f"sending {len(messages)} events as fast as possible")
+    sending = asyncio.create_task(send_messages(kafka, topics.utterances, messages, rate=args.rate))
+    mark(
+        f"sending {len(messages)} events at {args.rate:.0f}/s"
+        if args.rate
+        else f"sending {len(messages)} events as fast as possible"
+    )
     await asyncio.sleep(args.kill_after)
     before_kill = await committed_offsets(kafka, group, topics.utterances)
     a.send_signal(signal.SIGKILL)
@@ -266,7 +272,7 @@ def render(r: dict) -> str:
         f"- date: {r['date']}",
         f"- machine: {r['machine']}",
         f"- command: `{r['command']}`",
-        f"- mix: {r['events']} events sent at full speed to 3 partitions — {r['valid']} DailyDialog test utterances and "
+        f"- mix: {r['events']} events sent at {r['rate']:.0f}/s to 3 partitions — {r['valid']} DailyDialog test utterances and "
         f"{r['hostile']} hostile inputs ({r['bytes_sent'] / 1e6:.1f} MB in all, three of them ~1 MB or ~800 KB); the demo "
         "student serving (ONNX Runtime INT8); Kafka, Redis, both workers and the producer on this machine",
         "",
@@ -307,12 +313,19 @@ def main() -> None:
     parser.add_argument("--kill-after", type=float, default=3.0)
     parser.add_argument("--leave-after", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=100,
+        help="events/s, so the kill, the join and the leave all happen while traffic flows (0: full speed)",
+    )
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     report.update(
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=machine(),
         command="python benchmarks/worker_chaos.py --data ../shared/data/dailydialog",
+        rate=args.rate,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "worker-chaos.json").write_text(json.dumps(report, indent=2) + "\n")
