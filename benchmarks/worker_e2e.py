@@ -85,6 +85,18 @@ def rss_mb(pid: int) -> float | None:
     )
 
 
+def cpu_times() -> tuple[int, int]:
+    """(steal, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def steal_since(start: tuple[int, int]) -> float:
+    """Percent of this machine's CPU time taken by its hypervisor since ``start``."""
+    steal, total = cpu_times()
+    return round(100 * (steal - start[0]) / max(total - start[1], 1), 1)
+
+
 class RssSampler:
     """The worker's resident set size, every ``every_s`` seconds, from /proc."""
 
@@ -269,9 +281,11 @@ async def main_async(args: argparse.Namespace) -> dict:
     }
 
     texts = [rows[i % len(rows)]["text"] for i in range(args.n)]
+    t = cpu_times()
     report["raw_engine"] = raw_engine(
         bundle, texts, defaults.batch_max_size, defaults.engine_max_batch, defaults.engine_max_tokens
     )
+    report["raw_engine"]["steal_pct"] = steal_since(t)
     print("raw engine", report["raw_engine"], flush=True)
 
     # Backlog: the topic is filled before the worker starts.
@@ -324,7 +338,9 @@ async def main_async(args: argparse.Namespace) -> dict:
                 stderr=subprocess.DEVNULL,
             )
         wanted = {json.loads(m.value)["utterance_id"] for m in backlog}
+        t = cpu_times()
         outs = await outputs_for(kafka, topics.utterance_labels, start, wanted, 120)
+        drain_steal = steal_since(t)
         times = sorted(o.processed_at.timestamp() for o in outs)
         # Steady state: from the tenth percentile of outputs on (start-up and the engine's first
         # calls, which size its memory arena, are not what a drain costs).
@@ -333,10 +349,12 @@ async def main_async(args: argparse.Namespace) -> dict:
             "utterances": len(outs),
             "seconds": round(times[-1] - times[0], 2),
             "utterances_per_s": round((len(times) - first) / (times[-1] - times[first]), 1),
+            "steal_pct": drain_steal,
         }
         print("backlog drain", report["worker_backlog"], flush=True)
         if spy and args.profile_s > 0:
             profiler.wait(args.profile_s + 30)
+        t = cpu_times()
         capacity = await run_live(kafka, topics, utterance_messages(rows, args.n, "live"), None)
         report["worker_live"] = capacity
         print("live", capacity, flush=True)
@@ -348,6 +366,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                 kafka, topics, utterance_messages(rows, n, f"r{int(share * 100)}-"), rate
             )
             print(f"at {share:.0%}", report[f"worker_at_{int(share * 100)}pct"], flush=True)
+        report["live_steal_pct"] = steal_since(t)
     finally:
         report["worker_rss"] = rss.stop()
         report["worker_rss_series"] = [(round(t, 1), round(m, 1)) for t, m in rss.samples]
@@ -438,6 +457,10 @@ def render(r: dict) -> str:
         "is in [worker-soak.md](worker-soak.md).",
         "",
         "Latency is each output's `latency_ms`: from the input's Kafka timestamp to the worker's processed time.",
+        "",
+        f"CPU taken by the hypervisor (steal) while each part ran: raw engine {raw['steal_pct']}%, backlog drain "
+        f"{drain['steal_pct']}%, live and latency runs {r['live_steal_pct']}%. This machine is shared: the same "
+        "configuration has measured ±20% between runs, and more when steal is high.",
         "",
     ]
     if r.get("profile"):
