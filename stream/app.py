@@ -314,11 +314,16 @@ def _record_lag(app: faust.App, worker: Worker, records: Sequence[InRecord]) -> 
 
 class _ParleyFaustWorker(FaustWorker):
     """faust's worker, with parley's endpoints up first and the first engine loaded before the
-    app (and its consumer) starts."""
+    app (and its consumer) starts, and parley's logging left as the entry point configured it."""
 
     def __init__(self, app: faust.App, parley: Worker, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
+        # override_logging=False: mode would otherwise replace the root logger's handlers with its
+        # own plain-text ones and redirect stdout into a logger. quiet: no banner, no "OK ^".
+        super().__init__(app, quiet=True, override_logging=False, redirect_stdouts=False, **kwargs)
         self.parley = parley
+        # faust's start-up spinner (turned off by mode's logging set-up, which no longer runs) writes
+        # cursor escapes to stdout even off a terminal; without it faust logs "Ready" instead.
+        self.spinner = None
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -342,6 +347,4 @@ def run_worker(settings: WorkerSettings) -> None:
     leaves its group. Exits non-zero when a record could not be delivered (nothing is committed
     past it)."""
     app, worker = create_app(settings)
-    _ParleyFaustWorker(
-        app, worker, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False
-    ).execute_from_commandline()
+    _ParleyFaustWorker(app, worker).execute_from_commandline()
