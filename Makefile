@@ -2,7 +2,7 @@
 #   make demo     set up, bring Kafka and Redis up, run the main job on local defaults
 #   make test     set up, run the test suite (it starts Kafka and Redis itself when they are down)
 #   make lint     ruff and mypy
-#   make helm     helm lint, helm template of every scenario, helm-unittest (builds Helm with Go)
+#   make helm     helm lint, helm template and kube-score of every scenario, helm-unittest (Go builds them)
 #   make up/down  start / stop (and wipe) the local Kafka and Redis
 
 SHELL := bash
