@@ -253,71 +253,14 @@ def evaluate(
     """Score a checkpoint on the test dialogues: accuracy, macro-F1, per-class precision/recall/F1,
     ECE before and after temperature scaling (fitted on the dev dialogues), confusion matrices, and
     the LLM ensemble (teacher) on the same utterances. Writes a Markdown report."""
-    import json
     import os
-    from dataclasses import asdict
 
-    import numpy as np
-
-    from engines.checkpoint import read_checkpoint
-    from train.data import load_dataset, read_rows, split_by_dialogue
-    from train.evaluate import confusion_png, markdown, task_report
-    from train.loop import FitConfig, Trainer
+    from train.evaluate import evaluate_checkpoint, write_report
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load_settings(TrainerSettings)
-    manifest, model = read_checkpoint(checkpoint)
-    labels = {t.name: list(t.labels) for t in manifest.tasks}
-    # The corpus may label more tasks than the checkpoint has: score only the checkpoint's.
-    other_tasks = {str(r.get("task")) for path in (gold, llm) if path for _, r in read_rows(path)} - set(
-        labels
-    )
-    data = load_dataset(utterances, labels, gold, llm, skip_tasks=frozenset(other_tasks))
-    used_seed = seed if seed is not None else int(manifest.training.config.get("seed", 13))  # type: ignore[arg-type]
-    split = split_by_dialogue(data, seed=used_seed)
-    trainer = Trainer(
-        data,
-        split,
-        [],
-        FitConfig(
-            method="ce_human",
-            max_length=manifest.max_length,
-            encoder=str(checkpoint / "tokenizer"),
-            context_turns=int(manifest.training.config.get("context_turns") or 0),  # type: ignore[arg-type]
-        ),
-        model=model,
-    )
-    test_utts, test_probs = trainer.predict(split.test)
-    dev_utts, dev_probs = trainer.predict(split.dev)
-    out.mkdir(parents=True, exist_ok=True)
-    reports, images = [], {}
-    for task, names in labels.items():
-        g = data.gold.get(task, {})
-
-        def rows(
-            utts: list[Any], probs: np.ndarray, g: dict[str, str] = g, names: list[str] = names
-        ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-            idx = [i for i, u in enumerate(utts) if g.get(u.id)]
-            return probs[idx], np.array([names.index(g[utts[i].id]) for i in idx], dtype=int), idx
-
-        tp, tt, tidx = rows(test_utts, test_probs[task])
-        dp, dt, _ = rows(dev_utts, dev_probs[task])
-        ens = data.ensemble.get(task, {})
-        teacher = None
-        if ens and all(test_utts[i].id in ens for i in tidx):
-            teacher = np.array([ens[test_utts[i].id] for i in tidx])
-        report = task_report(task, names, tp, tt, dp, dt, teacher)
-        images[task] = confusion_png(report, out / f"confusion-{task}.png").name
-        reports.append(report)
-    (out / "metrics.json").write_text(json.dumps([asdict(r) for r in reports], indent=2))
-    text = markdown(reports, f"{manifest.model}/{manifest.version}", images)
-    if (checkpoint / "learning-curve.png").is_file():
-        import shutil
-
-        shutil.copy(checkpoint / "learning-curve.png", out / "learning-curve.png")
-        text += "\n## Learning curve\n\n![training loss and dev macro-F1 per epoch](learning-curve.png)\n"
-    (out / "report.md").write_text(text)
-    click.echo(f"wrote {out / 'report.md'}")
+    path = write_report(evaluate_checkpoint(checkpoint, utterances, gold, llm, seed), out)
+    click.echo(f"wrote {path}")
 
 
 @group.command()

@@ -4,16 +4,33 @@ Per task: accuracy, macro-F1, per-class precision/recall/F1, expected calibratio
 equal-width bins) before and after temperature scaling (one temperature per task, fitted on the
 development split by minimising its negative log-likelihood), and a confusion-matrix PNG. When LLM
 ensemble scores exist for the test utterances, the teacher is scored on the same utterances.
+
+    evaluation = evaluate_checkpoint(ckpt, utterances, gold, llm)   # what `parley train evaluate` does
+    write_report(evaluation, out)                                  # report.md, metrics.json, PNGs
+
+What is scored: the checkpoint's tasks only (the corpus may label more), on the utterances of the
+test dialogues that have a gold label; the temperature is fitted on the development dialogues of the
+checkpoint's own split (its training seed unless another is given); the teacher is scored only when
+the ensemble covers every scored utterance, so the two are compared on the same rows.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
-from dataclasses import dataclass, field
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import JsonValue
+
+from train.data import Dataset, Utterance, load_dataset, read_rows, split_by_dialogue
+
+# The seed of the development split when neither the caller nor the checkpoint names one.
+DEFAULT_SPLIT_SEED = 13
 
 ECE_BINS = 15
 
@@ -142,6 +159,116 @@ def task_report(
         confusion=confusion.tolist(),
         teacher=teacher,
     )
+
+
+Predicted = tuple[Sequence[Utterance], Mapping[str, np.ndarray]]
+"""Utterances and, per task, one row of class probabilities for each (``Trainer.predict``)."""
+
+
+@dataclass
+class Evaluation:
+    """A checkpoint's reports, one per task, and what the written report needs besides."""
+
+    title: str
+    reports: list[TaskReport]
+    checkpoint: Path
+
+
+def scored_rows(
+    utterances: Sequence[Utterance], probs: np.ndarray, gold: Mapping[str, str], labels: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The probabilities and gold class indices of the utterances that have a gold label, and their
+    positions in ``utterances``."""
+    idx = [i for i, u in enumerate(utterances) if gold.get(u.id)]
+    return probs[idx], np.array([labels.index(gold[utterances[i].id]) for i in idx], dtype=int), idx
+
+
+def teacher_rows(
+    utterances: Sequence[Utterance], idx: list[int], ensemble: Mapping[str, list[float]]
+) -> np.ndarray | None:
+    """The ensemble's probabilities for the scored utterances, or None unless it has every one of
+    them (a teacher scored on fewer rows would not be comparable)."""
+    if not ensemble or not all(utterances[i].id in ensemble for i in idx):
+        return None
+    return np.array([ensemble[utterances[i].id] for i in idx])
+
+
+def score_tasks(
+    data: Dataset, labels: Mapping[str, list[str]], test: Predicted, dev: Predicted
+) -> list[TaskReport]:
+    """One report per task of ``labels``: the student on the test predictions, its temperature fitted
+    on the dev predictions, the teacher beside it where the ensemble allows."""
+    (test_utts, test_probs), (dev_utts, dev_probs) = test, dev
+    reports = []
+    for task, names in labels.items():
+        gold = data.gold.get(task, {})
+        tp, tt, tidx = scored_rows(test_utts, test_probs[task], gold, names)
+        dp, dt, _ = scored_rows(dev_utts, dev_probs[task], gold, names)
+        teacher = teacher_rows(test_utts, tidx, data.ensemble.get(task, {}))
+        reports.append(task_report(task, names, tp, tt, dp, dt, teacher))
+    return reports
+
+
+def other_tasks(labels: Mapping[str, list[str]], gold: Path, llm: Path | None) -> frozenset[str]:
+    """Tasks the gold and LLM files label that the checkpoint does not: they are not loaded."""
+    named = {str(r.get("task")) for path in (gold, llm) if path for _, r in read_rows(path)}
+    return frozenset(named - set(labels))
+
+
+def split_seed(training_config: Mapping[str, JsonValue], seed: int | None = None) -> int:
+    """The seed of the development split: the given one, else the one the checkpoint was trained with
+    (its manifest's training config), else the default."""
+    if seed is not None:
+        return seed
+    return int(training_config.get("seed", DEFAULT_SPLIT_SEED))  # type: ignore[arg-type]
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, utterances: Path, gold: Path, llm: Path | None = None, seed: int | None = None
+) -> Evaluation:
+    """Score a checkpoint's tasks on the test dialogues of the data (with the teacher when ``llm``
+    is given); needs the train extra."""
+    from engines.checkpoint import read_checkpoint
+    from train.loop import FitConfig, Trainer
+
+    manifest, model = read_checkpoint(checkpoint)
+    labels = {t.name: list(t.labels) for t in manifest.tasks}
+    data = load_dataset(utterances, labels, gold, llm, skip_tasks=other_tasks(labels, gold, llm))
+    split = split_by_dialogue(data, seed=split_seed(manifest.training.config, seed))
+    trainer = Trainer(
+        data,
+        split,
+        [],
+        FitConfig(
+            method="ce_human",
+            max_length=manifest.max_length,
+            encoder=str(checkpoint / "tokenizer"),
+            context_turns=int(manifest.training.config.get("context_turns") or 0),  # type: ignore[arg-type]
+        ),
+        model=model,
+    )
+    test, dev = trainer.predict(split.test), trainer.predict(split.dev)
+    return Evaluation(
+        title=f"{manifest.model}/{manifest.version}",
+        reports=score_tasks(data, labels, test, dev),
+        checkpoint=checkpoint,
+    )
+
+
+def write_report(evaluation: Evaluation, out: Path) -> Path:
+    """Write report.md (with the checkpoint's learning curve when it has one), metrics.json and a
+    confusion-matrix PNG per task into ``out``; returns the report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    images = {r.task: confusion_png(r, out / f"confusion-{r.task}.png").name for r in evaluation.reports}
+    (out / "metrics.json").write_text(json.dumps([asdict(r) for r in evaluation.reports], indent=2))
+    text = markdown(evaluation.reports, evaluation.title, images)
+    curve = evaluation.checkpoint / "learning-curve.png"
+    if curve.is_file():
+        shutil.copy(curve, out / "learning-curve.png")
+        text += "\n## Learning curve\n\n![training loss and dev macro-F1 per epoch](learning-curve.png)\n"
+    path = out / "report.md"
+    path.write_text(text)
+    return path
 
 
 def confusion_png(report: TaskReport, path: Path) -> Path:

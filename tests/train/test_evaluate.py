@@ -1,11 +1,31 @@
-"""Evaluation metrics on hand-made numbers, and the evaluate command on a trained tiny student."""
+"""Evaluation metrics on hand-made numbers; what a checkpoint's evaluation scores and writes, on
+hand-made predictions. (The evaluate command on a trained tiny student: tests/train/test_loop.py.)"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from train.evaluate import ece, fit_temperature, macro_f1, per_class, scale, task_report
+from train.data import Dataset, Utterance
+from train.evaluate import (
+    DEFAULT_SPLIT_SEED,
+    Evaluation,
+    ece,
+    fit_temperature,
+    macro_f1,
+    other_tasks,
+    per_class,
+    scale,
+    score_tasks,
+    scored_rows,
+    split_seed,
+    task_report,
+    teacher_rows,
+    write_report,
+)
 
 
 def test_ece_is_zero_for_a_perfectly_calibrated_predictor() -> None:
@@ -45,3 +65,109 @@ def test_task_report_scores_the_teacher_beside_the_student() -> None:
     assert report.accuracy == 0.75
     assert report.confusion == [[2, 0], [1, 1]]
     assert report.teacher["accuracy"] == 0.75
+
+
+def utterances(*ids: str, split: str = "test") -> list[Utterance]:
+    return [Utterance(uid, f"d-{uid}", 0, f"text of {uid}", split) for uid in ids]
+
+
+def test_only_utterances_with_a_gold_label_are_scored() -> None:
+    """Rows without gold (or with an empty label) are left out; truth is the label's index."""
+    utts = utterances("a", "b", "c", "d")
+    probs = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.3, 0.7]])
+    rows, truth, idx = scored_rows(utts, probs, {"a": "neg", "c": "pos", "d": ""}, ["neg", "pos"])
+    assert idx == [0, 2]
+    assert truth.tolist() == [0, 1]
+    assert rows.tolist() == [[0.9, 0.1], [0.2, 0.8]]
+
+
+def test_the_teacher_is_scored_only_where_it_covers_every_scored_utterance() -> None:
+    """An ensemble missing one scored utterance (or none at all) scores no teacher; otherwise its rows
+    come in the scored utterances' order."""
+    utts = utterances("a", "b", "c")
+    assert teacher_rows(utts, [0, 2], {"a": [0.6, 0.4]}) is None
+    assert teacher_rows(utts, [0, 2], {}) is None
+    rows = teacher_rows(utts, [2, 0], {"a": [0.6, 0.4], "c": [0.1, 0.9], "b": [0.5, 0.5]})
+    assert rows is not None
+    assert rows.tolist() == [[0.1, 0.9], [0.6, 0.4]]
+
+
+def test_each_task_is_scored_on_its_own_gold_rows_with_the_teacher_where_covered() -> None:
+    """Two tasks: each report counts that task's gold rows of the test predictions; the task whose
+    ensemble covers them has a teacher, the other none."""
+    test_utts = utterances("t1", "t2", "t3")
+    dev_utts = utterances("d1", "d2", split="train")
+    labels = {"sentiment": ["neg", "pos"], "act": ["ask", "tell", "thank"]}
+    data = Dataset(
+        {u.id: u for u in [*test_utts, *dev_utts]},
+        labels,
+        gold={
+            "sentiment": {"t1": "neg", "t2": "pos", "t3": "pos", "d1": "neg", "d2": "pos"},
+            "act": {"t1": "ask", "t3": "thank", "d1": "tell"},
+        },
+        ensemble={
+            "sentiment": {"t1": [0.8, 0.2], "t2": [0.3, 0.7], "t3": [0.6, 0.4]},
+            "act": {"t1": [1, 0, 0]},
+        },
+    )
+    test_probs = {
+        "sentiment": np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]),
+        "act": np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]]),
+    }
+    dev_probs = {"sentiment": np.array([[0.6, 0.4], [0.4, 0.6]]), "act": np.array([[0.2, 0.6, 0.2]] * 2)}
+    sentiment, act = score_tasks(data, labels, (test_utts, test_probs), (dev_utts, dev_probs))
+    assert (sentiment.task, sentiment.n, sentiment.accuracy) == ("sentiment", 3, pytest.approx(2 / 3))
+    assert sentiment.teacher["accuracy"] == pytest.approx(2 / 3)
+    assert (act.task, act.n, act.accuracy) == ("act", 2, 1.0)
+    assert act.teacher == {}  # the act ensemble lacks t3
+    assert act.confusion == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
+
+
+def test_tasks_the_checkpoint_lacks_are_named_for_skipping(tmp_path: Path) -> None:
+    """Tasks labelled in the gold or LLM file but not among the checkpoint's are the ones to skip."""
+    gold, llm = tmp_path / "gold.jsonl", tmp_path / "llm.jsonl"
+    gold.write_text(
+        "\n".join(json.dumps({"id": "a", "task": t, "label": "x"}) for t in ("sentiment", "intent"))
+    )
+    llm.write_text(json.dumps({"id": "a", "task": "topic", "prompt_id": "p", "label": "x"}) + "\n")
+    labels = {"sentiment": ["neg", "pos"]}
+    assert other_tasks(labels, gold, llm) == {"intent", "topic"}
+    assert other_tasks(labels, gold, None) == {"intent"}
+
+
+def test_the_dev_split_seed_is_the_given_one_else_the_checkpoints() -> None:
+    """An explicit seed wins, then the seed the checkpoint was trained with, then the default."""
+    assert split_seed({"seed": 7}, 3) == 3
+    assert split_seed({"seed": 7}) == 7
+    assert split_seed({}) == DEFAULT_SPLIT_SEED
+
+
+def test_the_written_report_holds_metrics_plots_and_the_learning_curve(tmp_path: Path) -> None:
+    """report.md (titled, with the learning curve when the checkpoint has one), metrics.json with every
+    report, and one confusion-matrix PNG per task."""
+    pytest.importorskip("matplotlib", reason="plots need the train extra")
+    truth = np.array([0, 1, 1, 0])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    report = task_report("sentiment", ["neg", "pos"], probs, truth, probs, truth)
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "learning-curve.png").write_bytes(b"png")
+    path = write_report(Evaluation("student/v1", [report], checkpoint), tmp_path / "report")
+    assert path == tmp_path / "report" / "report.md"
+    text = path.read_text()
+    assert text.startswith("# student/v1")
+    assert "![confusion matrix of sentiment](confusion-sentiment.png)" in text
+    assert "(learning-curve.png)" in text
+    assert (tmp_path / "report" / "learning-curve.png").read_bytes() == b"png"
+    assert (tmp_path / "report" / "confusion-sentiment.png").stat().st_size > 1000
+    (metrics,) = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert (metrics["task"], metrics["accuracy"], metrics["confusion"]) == (
+        "sentiment",
+        0.75,
+        [[2, 0], [1, 1]],
+    )
+    (checkpoint / "learning-curve.png").unlink()
+    assert (
+        "Learning curve"
+        not in write_report(Evaluation("student/v1", [report], checkpoint), tmp_path / "r2").read_text()
+    )
