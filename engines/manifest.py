@@ -52,7 +52,7 @@ class TrainingInfo(_Strict):
 
 
 class BundleManifest(_Strict):
-    """The manifest of one bundle version (DESIGN.md, "The engine bundle")."""
+    """The manifest of one bundle version (docs/engines.md, "From checkpoint to serving engine")."""
 
     format_version: int = Field(FORMAT_VERSION, ge=1)
     model: Name

@@ -1,9 +1,9 @@
 """Tokenisation for every backend: Hugging Face ``tokenizers`` (Rust), length bucketing, tight padding.
 
-Padding is the enemy on CPU (NOTES.md: unsorted batches of 32 run about 3x slower than length-sorted
-ones), so texts are tokenised without padding, ordered by length, cut into batches of at most
-``max_batch`` and each batch is padded only to its own longest sequence. ``restore`` puts results
-back in the caller's order.
+Padding is the enemy on CPU (docs/engines.md, "Calls sized by tokens": unsorted batches of 32 ran
+about 3x slower than length-sorted ones), so texts are tokenised without padding, ordered by length,
+cut into batches of at most ``max_batch`` and each batch is padded only to its own longest sequence.
+``restore`` puts results back in the caller's order.
 """
 
 from __future__ import annotations

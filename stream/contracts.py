@@ -3,7 +3,7 @@
 Every message is JSON in UTF-8, keyed by ``conversation_id`` (so a conversation stays ordered on one
 partition) and carries ``schema_version``. Inputs are decoded with :func:`decode_utterance`, which
 either returns a valid :class:`Utterance` or raises a ContractError whose rejections the worker copies
-into the DLQ record. See DESIGN.md, "Events".
+into the DLQ record. See docs/contracts.md, and the published schemas in docs/schemas/.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class TopicStatus:
 
 
 def parley_topics(topics: TopicSettings) -> list[TopicSpec]:
-    """The topics of DESIGN.md with the configured names and partition counts."""
+    """parley's four topics (docs/contracts.md) with the configured names and partition counts."""
     rf = topics.replication_factor
     return [
         TopicSpec(topics.utterances, topics.partitions, rf),

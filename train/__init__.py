@@ -1,5 +1,5 @@
 """train: the student classifier, learned from LLM prompt-bank labels and a few human labels.
 
-See DESIGN.md, "The training method": LLM ensemble scores, intra-dialogue preference pretraining,
-then fine-tuning on human labels. torch and transformers come with the ``train`` extra.
+See docs/training.md: LLM ensemble scores (docs/labelling.md), intra-dialogue preference
+pretraining, then fine-tuning on human labels. torch and transformers come with the ``train`` extra.
 """

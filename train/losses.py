@@ -2,10 +2,10 @@
 
 Shapes: ``N`` utterances in a batch, ``C`` classes of one task.
 
-- :class:`PairwisePreferenceLoss` — DESIGN.md's reading of "Learning LLM Preference over
-  Intra-Dialogue Pairs" (Liu, Kong et al., NAACL 2025 Industry, arXiv 2503.05620): for utterances i, j
-  of the same dialogue and a class c with LLM ensemble gap g = s_c(i) − s_c(j) > τ, the student's
-  log-probabilities f should rank them the same way by a margin α·g:
+- :class:`PairwisePreferenceLoss` — parley's reading (docs/training.md, "Losses") of "Learning LLM
+  Preference over Intra-Dialogue Pairs" (Liu, Kong et al., NAACL 2025 Industry, arXiv 2503.05620): for
+  utterances i, j of the same dialogue and a class c with LLM ensemble gap g = s_c(i) − s_c(j) > τ,
+  the student's log-probabilities f should rank them the same way by a margin α·g:
   ``softplus(α·g − (f_c(i) − f_c(j)))`` or, as a hinge, ``relu(α·g − (f_c(i) − f_c(j)))``.
 - :class:`SoftLabelDistillationLoss` — KL(teacher ‖ student) to the ensemble distribution.
 - :class:`GeneralizedCrossEntropyLoss` — GCE (Zhang & Sabuncu, 2018), robust to noisy hard labels.
