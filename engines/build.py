@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import structlog
 
@@ -25,23 +25,53 @@ from engines.bundle import Bundle, sha256_of
 from engines.errors import EngineError
 from engines.manifest import EngineRecord
 from engines.registry import Registry
-from engines.verify import Comparison, Thresholds, thresholds_for
+from engines.verify import Comparison, Thresholds, VerificationFailed, thresholds_for, verify_candidate
+
+if TYPE_CHECKING:
+    from engines.node import Node
 
 log = structlog.get_logger(__name__)
 
+__all__ = [
+    "BuildResult",
+    "VerificationFailed",
+    "build_for_this_node",
+    "build_onnxruntime",
+    "check_precision",
+    "default_precision",
+]
+
 Precision = Literal["fp32", "fp16", "int8"]
 
+# What each backend can build, and what it builds when not told. TensorRT has no INT8 here:
+# TensorRT 11 removed the INT8 builder flag (only explicitly quantised Q/DQ graphs run in INT8), and
+# parley does not produce Q/DQ graphs, so a TensorRT "int8" build could only be an fp32 plan under a
+# false name.
+PRECISIONS: Final[dict[str, tuple[Precision, ...]]] = {
+    "onnxruntime": ("int8", "fp32", "fp16"),
+    "tensorrt": ("fp16", "fp32"),
+}
 
-class VerificationFailed(EngineError):
-    """An engine was built but does not match the torch reference closely enough."""
 
-    def __init__(self, engine_id: str, comparison: Comparison, thresholds: Thresholds) -> None:
-        self.comparison = comparison
-        super().__init__(
-            f"{engine_id} failed verification against {comparison.reference}: label agreement "
-            f"{comparison.label_agreement:.4f} (needs ≥ {thresholds.min_agreement}), max |Δp| "
-            f"{comparison.max_abs_diff:.4f} (needs ≤ {thresholds.max_abs_diff})"
+def default_precision(backend: str) -> Precision:
+    """The precision a backend builds unless told otherwise (the first it supports)."""
+    return PRECISIONS[backend][0]
+
+
+def check_precision(backend: str, precision: str) -> Precision:
+    """``precision`` if ``backend`` can build it, else an :class:`EngineError` that says what can."""
+    supported = PRECISIONS[backend]
+    if precision not in supported:
+        why = (
+            " (TensorRT 11 has no INT8 builder flag and parley does not produce explicitly "
+            "quantised Q/DQ graphs; fp16 is the fast TensorRT precision)"
+            if backend == "tensorrt" and precision == "int8"
+            else ""
         )
+        raise EngineError(
+            f"{backend} cannot build {precision} engines{why}: choose one of {', '.join(supported)}"
+        )
+    return precision
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +103,11 @@ def build_onnxruntime(
     device: Literal["cpu", "cuda"] = "cpu",
 ) -> BuildResult:
     """Build (or, for fp32, just verify) an ONNX Runtime engine, then register its record."""
+    check_precision("onnxruntime", precision)
     thresholds = thresholds or thresholds_for(precision)
     runtime = _ort_version()
     target = cpu_target() if device == "cpu" else "cuda"
     engine_id = _engine_id("onnxruntime", precision, target, runtime)
-    texts, gold = bundle.sample()
     with tempfile.TemporaryDirectory(prefix="parley-build-") as tmp:
         if precision == "fp32":
             file, rel = bundle.onnx_path, bundle.onnx_path.name
@@ -92,11 +122,13 @@ def build_onnxruntime(
                         "fp16 ONNX Runtime engines are for CUDA: build them with --device cuda on a GPU node"
                     )
                 convert_fp16(bundle.onnx_path, file)
+        from engines.onnxruntime.backend import OnnxRuntimeEngine
+
         options = EngineOptions(device=device, precision="fp32", engine_id=None)
         # Run the candidate file directly: it is not registered yet.
-        comparison = _compare_file(bundle, file, options, texts, gold)
-        if not comparison.passes(thresholds):
-            raise VerificationFailed(engine_id, comparison, thresholds)
+        comparison = verify_candidate(
+            bundle, engine_id, lambda: OnnxRuntimeEngine.from_file(bundle, file, options), thresholds
+        )
         record = EngineRecord(
             engine_id=engine_id,
             backend="onnxruntime",
@@ -121,23 +153,6 @@ def build_onnxruntime(
         accuracy_delta=comparison.accuracy_delta,
     )
     return BuildResult(record, comparison)
-
-
-def _compare_file(
-    bundle: Bundle, file: Path, options: EngineOptions, texts: list[str], gold: dict[str, list[str | None]]
-) -> Comparison:
-    from engines.base import load_engine
-    from engines.onnxruntime.backend import OnnxRuntimeEngine
-    from engines.verify import compare_probabilities
-
-    with load_engine(bundle, "torch") as reference:
-        expected = reference.infer(texts)
-        ref_name = reference.name
-    with OnnxRuntimeEngine.from_file(bundle, file, options) as candidate:
-        got = candidate.infer(texts)
-    labels = {t.name: list(t.labels) for t in bundle.manifest.tasks}
-    name = f"onnxruntime-{options.device}-{file.stem}"
-    return compare_probabilities(name, ref_name, got, expected, gold, labels)
 
 
 def quantize_int8(source: Path, target: Path) -> None:
@@ -168,12 +183,14 @@ def convert_fp16(source: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
-def build_for_this_node(bundle: Bundle, registry: Registry) -> list[BuildResult]:
-    """Every engine this node can build: TensorRT on an NVIDIA GPU with TensorRT, else ONNX Runtime on CPU."""
-    from engines.tensorrt.build import tensorrt_available
+def build_for_this_node(bundle: Bundle, registry: Registry, node: Node | None = None) -> list[BuildResult]:
+    """Every engine this node serves: a TensorRT plan in each TensorRT precision on a GPU node,
+    ONNX Runtime fp32 and INT8 on a CPU node. ``node`` defaults to :func:`engines.node.detect_node`."""
+    from engines.node import detect_node
 
-    if tensorrt_available():
+    node = node or detect_node()
+    if node.is_gpu:
         from engines.tensorrt.build import build_tensorrt
 
-        return [build_tensorrt(bundle, registry, "fp16")]
+        return [build_tensorrt(bundle, registry, default_precision("tensorrt"))]
     return [build_onnxruntime(bundle, registry, "fp32"), build_onnxruntime(bundle, registry, "int8")]

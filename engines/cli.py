@@ -12,6 +12,7 @@ from pydantic import Field, TypeAdapter
 from rich.console import Console
 from rich.table import Column, Table
 
+from engines.errors import EngineError
 from engines.events import ModelEvent
 from engines.manifest import BundleManifest, read_manifest
 from engines.settings import EngineBuilderSettings
@@ -125,22 +126,33 @@ def _open(ctx: click.Context, model: str, version: str) -> Any:
 @click.argument("model")
 @click.argument("version")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="int8")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default=None,
+    help="Default per backend: int8 for onnxruntime, fp16 for tensorrt (which cannot build int8).",
+)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime only.")
 @click.pass_context
-def build(ctx: click.Context, model: str, version: str, backend: str, precision: str, device: str) -> None:
+def build(
+    ctx: click.Context, model: str, version: str, backend: str, precision: str | None, device: str
+) -> None:
     """Build one engine for MODEL VERSION on this node, verify it against torch, and record it."""
-    from engines.build import build_onnxruntime
+    from engines.build import build_onnxruntime, check_precision, default_precision
     from engines.registry import Registry
 
+    try:
+        chosen = check_precision(backend, precision or default_precision(backend))
+    except EngineError as exc:
+        raise click.BadParameter(str(exc), param_hint="--precision") from None
     registry = Registry(_settings(ctx).registry_uri)
     bundle = registry.open(model, version)
     if backend == "tensorrt":
         from engines.tensorrt.build import build_tensorrt
 
-        result = build_tensorrt(bundle, registry, precision)  # type: ignore[arg-type]
+        result = build_tensorrt(bundle, registry, chosen)
     else:
-        result = build_onnxruntime(bundle, registry, precision, device=device)  # type: ignore[arg-type]
+        result = build_onnxruntime(bundle, registry, chosen, device=device)  # type: ignore[arg-type]
     _print_comparisons([result.comparison])
     console.print(f"recorded {result.record.engine_id}")
 
@@ -185,12 +197,13 @@ def verify(
 ) -> None:
     """Run the bundle's engines against the torch reference on its sample; exit 1 if any fails."""
     from engines.base import EngineOptions
-    from engines.tensorrt.build import tensorrt_available
+    from engines.node import detect_node
     from engines.verify import Thresholds, compare, thresholds_for
 
     bundle = _open(ctx, model, version)
     texts, gold = bundle.sample()
-    chosen = list(backends) or (["onnxruntime", "tensorrt"] if tensorrt_available() else ["onnxruntime"])
+    gpu = not backends and detect_node(_settings(ctx).device).is_gpu
+    chosen = list(backends) or (["onnxruntime", "tensorrt"] if gpu else ["onnxruntime"])
     runs: list[tuple[str, EngineOptions]] = []
     for backend in chosen:
         precisions = {r.precision for r in bundle.engine_records() if r.backend == backend} or {"fp32"}

@@ -11,11 +11,14 @@ Which version serves is not decided here but by the pointer (engines.pointer), i
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,6 +31,7 @@ from engines.manifest import MANIFEST_NAME, BundleManifest, EngineRecord, parse_
 log = structlog.get_logger(__name__)
 
 STAGING: Final = ".staging"
+SIDE_FILES: Final = ".cache"
 
 
 class RegistryError(EngineError):
@@ -178,6 +182,56 @@ class Registry:
         )
         self._mirror_record(bundle, record, engine_file)
         return record
+
+    # -- side files ----------------------------------------------------------------------------
+    def side_file_uri(self, name: str) -> str:
+        """Where a build cache named ``name`` lives: ``<registry>/.cache/<name>``, beside the bundles."""
+        return self._path(SIDE_FILES, name)
+
+    def read_side_file(self, name: str) -> bytes | None:
+        path = self.side_file_uri(name)
+        return bytes(self.fs.cat_file(path)) if self.fs.exists(path) else None
+
+    def update_side_file(self, name: str, update: Callable[[bytes | None], bytes]) -> None:
+        """Replace a side file with ``update(current contents)``.
+
+        On a local disk the read, the update and the write happen under an exclusive lock and the
+        new contents are renamed into place, so concurrent builds on one node merge their changes in
+        turn and a reader never sees half a file. On an object store each write is a whole object
+        (never torn); two writers racing may lose one update, never corrupt the file.
+        """
+        path = self.side_file_uri(name)
+        if not self.local:
+            current = bytes(self.fs.cat_file(path)) if self.fs.exists(path) else None
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.pipe_file(path, update(current))
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(target.with_name(target.name + ".lock")):
+            current = target.read_bytes() if target.exists() else None
+            data = update(current)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _protocols(fs: Any) -> set[str]:

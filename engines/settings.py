@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -21,4 +23,12 @@ class EngineBuilderSettings(DeployableSettings):
     )
     consumer_group: str = Field(
         "parley-engine-builder", min_length=1, description="Kafka consumer group of the watcher."
+    )
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto",
+        description=(
+            "Node kind: 'gpu' builds TensorRT plans (fails if TensorRT or CUDA does not work), 'cpu' "
+            "builds ONNX Runtime engines, 'auto' decides and fails loudly when TensorRT is installed "
+            "but CUDA is broken (docs/engines.md)."
+        ),
     )

@@ -7,13 +7,14 @@ verify`` exits non-zero on a failure, and the registry's pointer moves only afte
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from engines.base import DEFAULT_OPTIONS, EngineOptions, Probabilities, load_engine
+from engines.base import DEFAULT_OPTIONS, Engine, EngineOptions, Probabilities, load_engine
 from engines.bundle import Bundle
+from engines.errors import EngineError
 from engines.manifest import Parity
 
 
@@ -55,6 +56,45 @@ class Comparison:
             max_abs_diff=self.max_abs_diff,
             accuracy_delta=self.accuracy_delta,
         )
+
+
+class VerificationFailed(EngineError):
+    """An engine was built but does not match the torch reference closely enough."""
+
+    def __init__(self, engine_id: str, comparison: Comparison, thresholds: Thresholds) -> None:
+        self.comparison = comparison
+        super().__init__(
+            f"{engine_id} failed verification against {comparison.reference}: label agreement "
+            f"{comparison.label_agreement:.4f} (needs ≥ {thresholds.min_agreement}), max |Δp| "
+            f"{comparison.max_abs_diff:.4f} (needs ≤ {thresholds.max_abs_diff})"
+        )
+
+
+def verify_candidate(
+    bundle: Bundle,
+    engine_id: str,
+    open_candidate: Callable[[], Engine],
+    thresholds: Thresholds,
+    *,
+    reference_options: EngineOptions = DEFAULT_OPTIONS,
+) -> Comparison:
+    """Check a freshly built, not yet registered engine against torch on the bundle's sample.
+
+    Every backend's build calls this before it registers anything: the candidate and the torch
+    reference label the same texts, and :class:`VerificationFailed` is raised when the candidate
+    misses ``thresholds``. The returned comparison becomes the engine record's parity.
+    """
+    texts, gold = bundle.sample()
+    with load_engine(bundle, "torch", reference_options) as reference:
+        expected = reference.infer(texts)
+        reference_name = reference.name
+    with open_candidate() as candidate:
+        got = candidate.infer(texts)
+    labels = {t.name: list(t.labels) for t in bundle.manifest.tasks}
+    comparison = compare_probabilities(engine_id, reference_name, got, expected, gold, labels)
+    if not comparison.passes(thresholds):
+        raise VerificationFailed(engine_id, comparison, thresholds)
+    return comparison
 
 
 def _run(

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from engines.build import VerificationFailed, build_for_this_node, cpu_target
+from engines.build import VerificationFailed, build_for_this_node
 from engines.errors import EngineError
 from engines.events import EngineFailed, EngineReady, ModelEvent, ModelTrained, decode_model_event
+from engines.node import NodeDevice, detect_node
 from engines.pointer import PointerStore
 from engines.publish import publish
 from engines.registry import Registry
@@ -29,14 +30,8 @@ from parley.contracts import ContractError
 log = structlog.get_logger(__name__)
 
 
-def this_target() -> str:
-    from engines.tensorrt.build import gpu_target, tensorrt_available
-
-    if tensorrt_available():
-        from engines.tensorrt.cuda import device_compute_capability
-
-        return gpu_target(device_compute_capability())
-    return cpu_target()
+def this_target(device: NodeDevice = "auto") -> str:
+    return detect_node(device).target
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +46,8 @@ class Watcher:
     def __init__(self, settings: EngineBuilderSettings, target: str | None = None) -> None:
         self.settings = settings
         self.registry = Registry(settings.registry_uri)
-        self.target = target or this_target()
+        self.node = detect_node(settings.device)
+        self.target = target or self.node.target
         self.redis = redis_client(settings.redis)
         self.pointers = PointerStore(self.redis, settings.redis.key_prefix)
 
@@ -67,7 +63,7 @@ class Watcher:
         try:
             bundle = await asyncio.to_thread(self.registry.open, event.model, event.version)
             stage = "build"
-            results = await asyncio.to_thread(build_for_this_node, bundle, self.registry)
+            results = await asyncio.to_thread(build_for_this_node, bundle, self.registry, self.node)
         except VerificationFailed as exc:
             return await self._fail(event, "verify", exc)
         except (EngineError, OSError, ValueError) as exc:

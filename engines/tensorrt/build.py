@@ -7,17 +7,22 @@ the ONNX graph is converted to float16 first (inputs and outputs keep their type
 
 Optimisation profiles cover sequence-length buckets (short, medium, long utterances) over the whole
 batch range, so each padded batch runs on kernels tuned near its shape. The timing cache is kept
-beside the registry and reused, so rebuilding after retraining takes seconds, not minutes.
+beside the registry (``<registry>/.cache/tensorrt-timing/<target>-trt<version>.cache``), merged and
+replaced atomically after each build, so rebuilding after retraining takes seconds, not minutes, and
+two builds at once cannot corrupt it.
+
+Precisions: fp16 (the default) and fp32. INT8 is refused: TensorRT 11 removed the INT8 builder flag
+and runs INT8 only from explicitly quantised (Q/DQ) graphs, which parley does not produce.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -59,22 +64,9 @@ def default_profiles(max_length: int, max_batch: int = DEFAULT_MAX_BATCH) -> lis
     return profiles
 
 
-def tensorrt_available() -> bool:
-    """True when the tensorrt wheel is installed and a CUDA GPU is visible."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False
-    try:
-        from engines.tensorrt.cuda import device_compute_capability
-
-        device_compute_capability()
-    except Exception:
-        return False
-    return True
-
-
-def gpu_target(compute_capability: str) -> str:
-    """The pointer target of this GPU kind, e.g. '9.0' → 'gpu-sm90'."""
-    return "gpu-sm" + compute_capability.replace(".", "")
+def timing_cache_name(target: str, tensorrt_version: str) -> str:
+    """The timing cache's name beside the registry: one per GPU kind and TensorRT version."""
+    return f"tensorrt-timing/{target}-trt{tensorrt_version}.cache"
 
 
 def compile_plan(
@@ -83,9 +75,15 @@ def compile_plan(
     profiles: list[Profile],
     *,
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
-    timing_cache: Path | None = None,
+    timing_cache: bytes | None = None,
+    save_timing_cache: Callable[[Callable[[bytes | None], bytes]], None] | None = None,
 ) -> bytes:
-    """Parse ONNX and build a serialized plan; parser errors are reported one by one."""
+    """Parse ONNX and build a serialized plan; parser errors are reported one by one.
+
+    ``timing_cache`` seeds the build with earlier measurements. ``save_timing_cache`` is called
+    after a successful build with a function that merges this build's timings into whatever is
+    stored by then (another build may have saved meanwhile) and serialises the result.
+    """
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -105,45 +103,59 @@ def compile_plan(
         profile = builder.create_optimization_profile()
         for name in input_names:
             profile.set_shape(name, p.min, p.opt, p.max)
-        config.add_optimization_profile(profile)
-    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.exists() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+        if config.add_optimization_profile(profile) < 0:
+            raise EngineError(f"TensorRT refused the optimisation profile {p.as_json()}")
+    cache = config.create_timing_cache(timing_cache or b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=True):
+        # A cache from another device or TensorRT build is ignored (ignore_mismatch), so a refusal
+        # here means an unreadable file: build without it rather than fail the build.
+        log.warning("tensorrt timing cache not usable; building without it", onnx=str(onnx_path))
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=True):
+            raise EngineError("TensorRT refused an empty timing cache")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError(f"TensorRT failed to build a plan from {onnx_path} (see the TensorRT log above)")
-    if timing_cache is not None:
-        timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    if save_timing_cache is not None:
+        built = config.get_timing_cache()
+
+        def merged(stored: bytes | None) -> bytes:
+            if stored:
+                other = config.create_timing_cache(stored)
+                if other is None or not built.combine(other, ignore_mismatch=True):
+                    log.warning("stored tensorrt timing cache not merged; overwriting it")
+            return bytes(built.serialize())
+
+        save_timing_cache(merged)
     return bytes(serialized)
 
 
 def build_tensorrt(
     bundle: Bundle,
     registry: Registry,
-    precision: Literal["fp32", "fp16"] = "fp16",
+    precision: str = "fp16",
     *,
     thresholds: Thresholds | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
-    timing_cache: Path | None = None,
 ) -> BuildResult:
-    """Build, verify against torch, and register a plan for this GPU."""
+    """Build, verify against torch, and register a plan for this GPU (fp16 or fp32; int8 is refused)."""
+    from engines.build import BuildResult, check_precision, convert_fp16
+
+    precision = check_precision("tensorrt", precision)
     import tensorrt as trt
 
-    from engines.base import EngineOptions, load_engine
-    from engines.build import BuildResult, VerificationFailed, convert_fp16
-    from engines.tensorrt.cuda import device_compute_capability
-    from engines.verify import compare_probabilities, thresholds_for
+    from engines.base import EngineOptions
+    from engines.node import detect_node
+    from engines.tensorrt.backend import TensorRTEngine
+    from engines.verify import thresholds_for, verify_candidate
 
     thresholds = thresholds or thresholds_for(precision)
-    capability = device_compute_capability()
-    runtime = str(trt.__version__)
-    engine_id = f"tensorrt-{precision}-{gpu_target(capability)}-{runtime}"
+    node = detect_node("gpu")
+    capability, runtime = str(node.compute_capability), str(trt.__version__)
+    engine_id = plan_engine_id(precision, node.target, runtime)
     profiles = default_profiles(bundle.manifest.max_length, max_batch)
-    cache = (
-        timing_cache or registry.cache_dir / "timing" / f"tensorrt-{gpu_target(capability)}-{runtime}.cache"
-    )
+    cache_name = timing_cache_name(node.target, runtime)
     with tempfile.TemporaryDirectory(prefix="parley-trt-") as tmp:
         source = bundle.onnx_path
         if precision == "fp16":
@@ -156,7 +168,8 @@ def build_tensorrt(
                 list(bundle.manifest.inputs),
                 profiles,
                 workspace_bytes=workspace_bytes,
-                timing_cache=cache,
+                timing_cache=registry.read_side_file(cache_name),
+                save_timing_cache=lambda update: registry.update_side_file(cache_name, update),
             )
         )
         record = EngineRecord(
@@ -170,25 +183,26 @@ def build_tensorrt(
             profiles=[p.as_json() for p in profiles],
             built_at=datetime.now(UTC),
         )
-        texts, gold = bundle.sample()
-        from engines.tensorrt.backend import TensorRTEngine
-
-        with load_engine(bundle, "torch", EngineOptions(device="cuda")) as reference:
-            expected = reference.infer(texts)
-        with TensorRTEngine.from_plan(
-            bundle, plan, record, EngineOptions(device="cuda", max_batch=max_batch)
-        ) as trt_engine:
-            got = trt_engine.infer(texts)
-        labels = {t.name: list(t.labels) for t in bundle.manifest.tasks}
-        comparison = compare_probabilities(engine_id, reference.name, got, expected, gold, labels)
-        if not comparison.passes(thresholds):
-            raise VerificationFailed(engine_id, comparison, thresholds)
+        options = EngineOptions(device="cuda", precision=precision, max_batch=max_batch)
+        comparison = verify_candidate(
+            bundle,
+            engine_id,
+            lambda: TensorRTEngine.from_plan(bundle, plan, record, options),
+            thresholds,
+            reference_options=EngineOptions(device="cuda"),
+        )
         record = record.model_copy(update={"parity": comparison.parity()})
         registry.add_engine(bundle, plan, record)
     log.info(
         "tensorrt plan built",
         engine=engine_id,
+        gpu=node.gpu_name,
         agreement=comparison.label_agreement,
         max_abs_diff=round(comparison.max_abs_diff, 5),
     )
     return BuildResult(record, comparison)
+
+
+def plan_engine_id(precision: str, target: str, tensorrt_version: str) -> str:
+    """e.g. 'tensorrt-fp16-gpu-sm90-10.13.3.9': precision, GPU kind and TensorRT version."""
+    return f"tensorrt-{precision}-{target}-{tensorrt_version}"
