@@ -55,32 +55,89 @@ def test_onnxruntime_cuda_matches_torch(registered) -> None:
 def tensorrt_ready() -> None:
     if importlib.util.find_spec("tensorrt") is None:
         pytest.skip("TensorRT is not installed here (pip install 'parley[gpu]')")
+    if importlib.util.find_spec("cuda") is None:
+        pytest.skip("cuda-python is not installed here (pip install 'parley[gpu]')")
 
 
-def test_tensorrt_plan_is_built_verified_and_runs(registered, tensorrt_ready: None) -> None:
-    """A fp16 plan for this GPU passes parity with torch and serves every profile's lengths."""
+def _texts_for_every_profile(bundle) -> list[str]:
+    """Texts whose token counts land in each sequence bucket, the longest at max_length."""
+    longest = "word " * (bundle.manifest.max_length * 2)
+    return ["hi", "word " * 20, "word " * 50, "word " * 90, longest, *sample_texts()]
+
+
+@pytest.fixture
+def trt_plan(registered, tensorrt_ready: None):
     from engines.tensorrt.build import build_tensorrt
 
     registry, bundle = registered
     result = build_tensorrt(bundle, registry, "fp16", max_batch=32)
+    return bundle, result
+
+
+def test_tensorrt_plan_is_built_verified_and_matches_torch_in_every_profile(trt_plan) -> None:
+    """A fp16 plan for this GPU passes parity with torch, and the reloaded plan agrees with torch on
+    texts in every profile's sequence range, the longest included."""
+    bundle, result = trt_plan
     assert result.record.gpu_arch is not None
     assert result.comparison.label_agreement >= 0.99
-    with load_engine(
-        bundle, "tensorrt", EngineOptions(device="cuda", precision="fp16", max_batch=32)
-    ) as engine:
-        out = engine.infer(["hi", "word " * 60, *sample_texts()])
-    assert out["sentiment"].shape[0] == 2 + len(sample_texts())
+    texts = _texts_for_every_profile(bundle)
+    with load_engine(bundle, "torch", EngineOptions(device="cuda")) as reference:
+        expected = reference.infer(texts)
+    options = EngineOptions(device="cuda", precision="fp16", max_batch=32)
+    with load_engine(bundle, "tensorrt", options) as engine:
+        got = engine.infer(texts)
+        lengths = engine.tokenizer.lengths(texts)
+    for task in expected:
+        assert got[task].shape == expected[task].shape
+        assert np.abs(got[task] - expected[task]).max() < 2e-2, task
+        assert (got[task].argmax(1) == expected[task].argmax(1)).mean() >= 0.99, task
+    # Every profile was exercised: 1–32, 33–64 and 65–max_length tokens, max_length itself included.
+    assert min(lengths) <= 32 < max(lengths)
+    assert any(32 < n <= 64 for n in lengths)
+    assert max(lengths) == bundle.manifest.max_length
 
 
-def test_tensorrt_plan_for_another_gpu_is_refused(registered, tensorrt_ready: None) -> None:
-    """A plan recorded for another compute capability fails with a clear error, before TensorRT loads it."""
+def test_tensorrt_plan_for_another_gpu_or_version_is_refused(trt_plan) -> None:
+    """A plan recorded for another compute capability or TensorRT version fails with a clear error,
+    before TensorRT loads it."""
     from engines.tensorrt.backend import TensorRTEngine
 
-    _, bundle = registered
-    records = [r for r in bundle.engine_records() if r.backend == "tensorrt"]
-    if not records:
-        pytest.skip("no TensorRT plan was built in this session")
-    alien = records[0].model_copy(update={"gpu_arch": "1.0"})
-    engine = TensorRTEngine.from_plan(bundle, bundle.path / alien.file, alien, EngineOptions(device="cuda"))
-    with pytest.raises(EngineError, match=r"compute capability 1\.0"):
+    bundle, result = trt_plan
+    plan = bundle.path / result.record.file
+    for change, message in (
+        ({"gpu_arch": "1.0"}, r"compute capability 1\.0"),
+        (
+            {"runtime_version": "0.0.0"},
+            r"TensorRT 0\.0\.0",
+        ),
+    ):
+        alien = result.record.model_copy(update=change)
+        engine = TensorRTEngine.from_plan(bundle, plan, alien, EngineOptions(device="cuda"))
+        with pytest.raises(EngineError, match=message):
+            engine.activate()
+
+
+def test_tensorrt_corrupt_plan_is_an_error_not_a_crash(trt_plan, tmp_path) -> None:
+    from engines.tensorrt.backend import TensorRTEngine
+
+    bundle, result = trt_plan
+    corrupt = tmp_path / "corrupt.plan"
+    corrupt.write_bytes(b"not a plan" * 100)
+    engine = TensorRTEngine.from_plan(bundle, corrupt, result.record, EngineOptions(device="cuda"))
+    with pytest.raises(EngineError, match="could not deserialize"):
         engine.activate()
+
+
+def test_tensorrt_deactivate_returns_device_memory(trt_plan) -> None:
+    """Activation cycles do not grow device memory use: everything allocated is freed."""
+    from engines.tensorrt.cuda import CudaRuntime
+
+    bundle, _ = trt_plan
+    cuda = CudaRuntime()
+    options = EngineOptions(device="cuda", precision="fp16", max_batch=32)
+    free_after = []
+    for _ in range(3):
+        with load_engine(bundle, "tensorrt", options) as engine:
+            engine.infer(sample_texts())
+        free_after.append(cuda.mem_get_info()[0])
+    assert free_after[-1] >= free_after[0] - (8 << 20), free_after
