@@ -138,7 +138,9 @@ class WorkerProcess:
 
     def tail(self, lines: int = 40) -> str:
         text = "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
-        return "\n".join(line for line in text.splitlines() if "DEBUG" not in line)[-6000:]
+        # Debug lines drown the cause of a failure: leave them out (JSON lines and console text).
+        noisy = ('"level": "debug"', "[debug", "DEBUG")
+        return "\n".join(line for line in text.splitlines() if not any(n in line for n in noisy))[-6000:]
 
 
 @pytest.fixture
