@@ -277,7 +277,15 @@ def evaluate(
     help="cpu or cuda: overrides the grid's fit.device (mixed precision on cuda). Runs on another "
     "device pretrain separately: their LLM-stage cache key differs.",
 )
-def compare(spec: Path, out: Path, device: str | None) -> None:
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="PATTERN",
+    help="Run only the runs whose name matches this shell pattern (repeatable, in the order given), "
+    "e.g. --only 'method-v2-*' --only 'distill-b*': the most telling runs first; the summary still "
+    "covers every finished run.",
+)
+def compare(spec: Path, out: Path, device: str | None, only: tuple[str, ...]) -> None:
     """Run a grid of methods × human budgets × seeds from a YAML SPEC and write a table of mean ±
     standard deviation (and the LLM teacher) plus a plot. Resumable: finished runs are skipped."""
     import dataclasses
@@ -290,7 +298,7 @@ def compare(spec: Path, out: Path, device: str | None) -> None:
     data, grid = load_grid(spec)
     if device is not None:
         grid = dataclasses.replace(grid, fit={**grid.fit, "device": device})
-    run_grid(data, grid, out, on_run=lambda name: click.echo(f"running {name}"))
+    run_grid(data, grid, out, on_run=lambda name: click.echo(f"running {name}"), only=only or None)
     click.echo((out / "compare.md").read_text())
 
 

@@ -20,10 +20,11 @@ standard deviation over seeds, the teacher on the same test utterances) goes to 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -140,11 +141,22 @@ def run_grid(
     out: Path,
     model_factory: Callable[[], Any] | None = None,
     on_run: Callable[[str], None] | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run what is missing, then summarise every run found under ``out/runs``."""
+    """Run what is missing, then summarise every run found under ``out/runs``.
+
+    ``only``: shell patterns of run names; just the matching runs are run, pattern by pattern in
+    the order given (so the most telling runs come first)."""
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    for variant, method, budget, seed in grid.runs():
+    planned = grid.runs()
+    if only:
+        names = {r: run_name(r[1], r[2], r[3], r[0]) for r in planned}
+        ordered = [r for pattern in only for r in planned if fnmatch.fnmatchcase(names[r], pattern)]
+        if not ordered:
+            raise TrainError(f"--only {list(only)} matches none of the grid's runs: {sorted(names.values())}")
+        planned = list(dict.fromkeys(ordered))
+    for variant, method, budget, seed in planned:
         path = runs_dir / f"{run_name(method, budget, seed, variant)}.json"
         if path.exists():
             continue
@@ -162,8 +174,10 @@ def run_grid(
         result = trainer.fit(
             out / "checkpoints" / path.stem,
             write=False,
-            pretrained=out / "pretrained" / f"{pretrain_key(config, data)}.pt",
+            # The trainer's data: per-prompt calibration on the budget changes the LLM stage's labels.
+            pretrained=out / "pretrained" / f"{pretrain_key(config, trainer.data)}.pt",
         )
+        test_utts, test_probs = trainer.predict(split.test)
         record = {
             "method": method,
             "variant": variant,
@@ -174,6 +188,12 @@ def run_grid(
             "test": trainer.evaluate(split.test),
             "dev": result.metrics,
             "history": result.history,
+            # Per-utterance test predictions, for paired comparisons between runs (train/stats.py).
+            "test_predictions": {
+                t: {u.id: int(p.argmax()) for u, p in zip(test_utts, probs, strict=True)}
+                for t, probs in test_probs.items()
+            },
+            "temperatures": trainer.temperatures,
         }
         path.write_text(json.dumps(record, indent=2))  # written whole, last: a run exists once it ended
         log.info("run done", run=path.stem, seconds=round(result.seconds, 1), test=record["test"])

@@ -23,7 +23,7 @@ import json
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -63,6 +63,13 @@ class Dataset:
     ensemble: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     """task → {utterance id → probabilities in the order of labels[task]}"""
     skip_tasks: frozenset[str] = frozenset()
+    prompts: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
+    """task → {utterance id → {prompt id → that prompt's scores, as given}}: the ensemble's members,
+    for noise reduction across the prompt bank (agreement, per-prompt calibration) and perturbations."""
+
+    def with_prompts(self, prompts: dict[str, dict[str, dict[str, list[float]]]]) -> Dataset:
+        """This dataset with new per-prompt scores and the ensemble recomputed from them."""
+        return replace(self, prompts=prompts, ensemble=ensemble_of(prompts))
 
     def dialogues(self, split: str | None = None) -> dict[str, list[Utterance]]:
         return group_dialogues(u for u in self.utterances.values() if split is None or u.split == split)
@@ -180,8 +187,7 @@ def load_dataset(
             task, uid, label = _task_row(gold, number, row, data)
             data.gold.setdefault(task, {})[uid] = label
     if llm is not None:
-        sums: dict[str, dict[str, list[float]]] = defaultdict(dict)
-        counts: dict[tuple[str, str], int] = defaultdict(int)
+        prompts: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(dict)
         for number, row in read_rows(llm):
             if row.get("task") in skip_tasks:
                 continue
@@ -194,17 +200,27 @@ def load_dataset(
                 raise DataError(
                     f"{llm}, line {number}: scores for labels outside task {task!r}: {sorted(unknown)}"
                 )
-            acc = sums[task].setdefault(uid, [0.0] * len(labels[task]))
-            for i, name in enumerate(labels[task]):
-                acc[i] += float(scores.get(name, 0.0))
-            counts[(task, uid)] += 1
-        for task, by_id in sums.items():
-            data.ensemble[task] = {}
-            for uid, acc in by_id.items():
-                mean = [v / counts[(task, uid)] for v in acc]
-                total = sum(mean) or 1.0
-                data.ensemble[task][uid] = [v / total for v in mean]
+            by_prompt = prompts[task].setdefault(uid, {})
+            prompt = str(row.get("prompt_id") or f"record-{len(by_prompt)}")
+            by_prompt[prompt] = [float(scores.get(name, 0.0)) for name in labels[task]]
+        data = data.with_prompts(dict(prompts))
     return data
+
+
+def ensemble_of(prompts: dict[str, dict[str, dict[str, list[float]]]]) -> dict[str, dict[str, list[float]]]:
+    """The ensemble score of each (task, utterance): the mean of its prompts' rows, renormalised.
+
+    Rows are kept as the prompts gave them (top-k scores need not sum to 1; labels a prompt did not
+    score count as 0), so the ensemble is exactly the mean of the records, renormalised."""
+    ensemble: dict[str, dict[str, list[float]]] = {}
+    for task, by_id in prompts.items():
+        ensemble[task] = {}
+        for uid, rows in by_id.items():
+            n = len(rows)
+            mean = [sum(col) / n for col in zip(*rows.values(), strict=True)]
+            total = sum(mean) or 1.0
+            ensemble[task][uid] = [v / total for v in mean]
+    return ensemble
 
 
 def _task_row(path: Path, number: int, row: dict[str, Any], data: Dataset) -> tuple[str, str, str]:
@@ -272,6 +288,7 @@ def restrict(data: Dataset, keep: dict[str, int], seed: int = 0) -> Dataset:
         {t: {k: v for k, v in g.items() if k in utts} for t, g in data.gold.items()},
         {t: {k: v for k, v in e.items() if k in utts} for t, e in data.ensemble.items()},
         data.skip_tasks,
+        {t: {k: v for k, v in p.items() if k in utts} for t, p in data.prompts.items()},
     )
 
 

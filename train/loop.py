@@ -64,7 +64,20 @@ class FitConfig:
     """Previous turns of the dialogue given to the encoder as the second text of a pair (0: none)."""
     alpha: float = 1.0
     tau: float = 0.1
-    form: Literal["softplus", "hinge"] = "softplus"
+    form: Literal["softplus", "hinge", "soft"] = "softplus"
+    gap: Literal["prob", "log"] = "prob"
+    """The teacher's gap: a difference of probabilities, or of log-scores (the student's scale)."""
+    gap_clip: float = 4.0
+    """With log gaps: gaps clipped to ±this many nats."""
+    pair_mean: Literal["entries", "classes"] = "entries"
+    """Average the pairwise loss over (pair, class) entries, or per class and then over classes."""
+    agreement: Literal["none", "filter", "weight"] = "none"
+    """Noise reduction across the prompt bank: keep or weight a pair by how many prompts share the
+    ensemble's order of it."""
+    min_agreement: float = 0.75
+    """With agreement=filter: the share of prompts that must agree."""
+    calibrate_prompts: Literal["off", "temperature"] = "off"
+    """Temper each prompt's scores on the human budget before averaging (train/calibration.py)."""
     pairs_per_utterance: int = 4
     joint_lambda: float = 0.0
     """Keep λ·pairwise during fine-tuning (0: plain CE)."""
@@ -181,7 +194,30 @@ class Trainer:
         self.model.to(self.device)
         self.human = set(human_dialogues)
         self.on_step = on_step or (lambda _: None)
-        self.pairwise = PairwisePreferenceLoss(config.alpha, config.tau, config.form)
+        self.pairwise = PairwisePreferenceLoss(
+            config.alpha,
+            config.tau,
+            config.form,
+            gap=config.gap,
+            clip=config.gap_clip,
+            mean=config.pair_mean,
+            agreement=config.agreement,
+            min_agreement=config.min_agreement,
+        )
+        self.temperatures: dict[str, dict[str, float]] = {}
+        if config.calibrate_prompts == "temperature" and data.prompts:
+            from train.calibration import calibrate_prompts
+
+            human_ids = [
+                u.id
+                for u in data.utterances.values()
+                if u.dialogue_id in self.human and u.dialogue_id in set(split.train)
+            ]
+            self.data, self.temperatures = calibrate_prompts(data, human_ids)
+            log.info("prompts calibrated", temperatures=self.temperatures)
+        self._prompt_ids = {
+            t: sorted({p for rows in by_id.values() for p in rows}) for t, by_id in self.data.prompts.items()
+        }
         self.distill = SoftLabelDistillationLoss()
         self.gce = GeneralizedCrossEntropyLoss(config.gce_q)
         self.history: list[dict[str, float]] = []
@@ -235,7 +271,8 @@ class Trainer:
                 index = {d: k for k, d in enumerate(dict.fromkeys(batch[i].dialogue_id for i in rows))}
                 dialogue_ids = torch.tensor([index[batch[i].dialogue_id] for i in rows])
                 i, j = sample_pairs(dialogue_ids, self.config.pairs_per_utterance, generator)
-                total = total + self.pairwise(student, teacher, i.to(self.device), j.to(self.device))
+                members = self._member_scores(task, [batch[k] for k in rows])
+                total = total + self.pairwise(student, teacher, i.to(self.device), j.to(self.device), members)
                 if self.config.distill_weight > 0:
                     total = total + self.config.distill_weight * self.distill(student, teacher)
             elif method == "distill":
@@ -245,6 +282,23 @@ class Trainer:
             else:  # ce_llm_hard
                 total = total + F.cross_entropy(student, teacher.argmax(1))
         return total
+
+    def _member_scores(self, task: str, utterances: Sequence[Utterance]) -> Tensor | None:
+        """[N, K, C] each prompt's normalised scores (NaN where a prompt gave none), when the loss
+        needs the prompt bank."""
+        if self.config.agreement == "none":
+            return None
+        members = self._prompt_ids.get(task, [])
+        by_id = self.data.prompts.get(task, {})
+        n_labels = len(self.data.labels[task])
+        out = np.full((len(utterances), max(len(members), 1), n_labels), np.nan, dtype=np.float32)
+        for row, u in enumerate(utterances):
+            for k, prompt in enumerate(members):
+                scores = by_id.get(u.id, {}).get(prompt)
+                if scores is not None:
+                    total = sum(scores) or 1.0
+                    out[row, k] = [v / total for v in scores]
+        return torch.from_numpy(out).to(self.device)
 
     def _human_loss(self, logits: dict[str, Tensor], batch: Sequence[Utterance]) -> Tensor:
         total = torch.zeros((), device=self.device)

@@ -62,29 +62,77 @@ def sample_pairs(
     return torch.cat(firsts), torch.cat(seconds)
 
 
+Gap = Literal["prob", "log"]
+Form = Literal["softplus", "hinge", "soft"]
+PairMean = Literal["entries", "classes"]
+Agreement = Literal["none", "filter", "weight"]
+
+
 class PairwisePreferenceLoss(nn.Module):
     """Intra-dialogue preference loss with the LLM's score gap as an adaptive margin.
 
-    forward(student_logits [N, C], teacher_scores [N, C], i [P], j [P]) → scalar.
-    Pairs (i, j) come from :func:`sample_pairs`. For every pair and class the gap g = s(i) − s(j) is
-    taken in whichever direction is positive; only gaps > ``tau`` count (small gaps are where LLM
-    noise lives). The loss is the mean over counted (pair, class) entries; 0 when none counts.
-    Teacher scores are constants: no gradient flows into them.
+    forward(student_logits [N, C], teacher_scores [N, C], i [P], j [P], prompt_scores [N, K, C] | None)
+    → scalar. Pairs (i, j) come from :func:`sample_pairs`. For every pair and class the teacher's gap
+    g is taken in whichever direction is positive; only gaps > ``tau`` count (small gaps are where LLM
+    noise lives). Teacher scores are constants: no gradient flows into them.
+
+    The settings (docs/training.md, "Losses"):
+
+    - ``gap``: ``prob`` — g = s_c(i) − s_c(j), a difference of probabilities (≤ 1) against the
+      student's difference of log-probabilities, as first read; ``log`` — g = log s_c(i) − log s_c(j),
+      on the student's own scale, clipped to ±``clip`` (τ is then in nats).
+    - ``form``: ``softplus`` — softplus(α·g − Δf), which keeps pushing every pair apart; ``hinge`` —
+      relu(α·g − Δf), which stops at the margin; ``soft`` — a logistic loss with the soft target
+      σ(α·g) on Δf, whose optimum is Δf = α·g exactly: the student copies the teacher's gaps.
+    - ``mean``: ``entries`` — the mean over counted (pair, class) entries (big classes dominate);
+      ``classes`` — the mean within each class, then over the classes that have entries.
+    - ``agreement`` (needs ``prompt_scores``, NaN where a prompt gave no score): the share of the
+      prompt bank whose own gap has the ensemble's sign; ``filter`` keeps entries with a share ≥
+      ``min_agreement``, ``weight`` weights each entry by its share.
     """
 
     def __init__(
-        self, alpha: float = 1.0, tau: float = 0.1, form: Literal["softplus", "hinge"] = "softplus"
+        self,
+        alpha: float = 1.0,
+        tau: float = 0.1,
+        form: Form = "softplus",
+        *,
+        gap: Gap = "prob",
+        clip: float = 4.0,
+        mean: PairMean = "entries",
+        agreement: Agreement = "none",
+        min_agreement: float = 0.75,
+        eps: float = 1e-4,
     ) -> None:
         super().__init__()
         if alpha < 0:
             raise ValueError(f"alpha must be ≥ 0, got {alpha}")
-        if not 0 <= tau < 1:
-            raise ValueError(f"tau must be in [0, 1), got {tau}")
-        if form not in ("softplus", "hinge"):
-            raise ValueError(f"form must be 'softplus' or 'hinge', got {form!r}")
+        if gap not in ("prob", "log"):
+            raise ValueError(f"gap must be 'prob' or 'log', got {gap!r}")
+        if gap == "prob" and not 0 <= tau < 1:
+            raise ValueError(f"tau must be in [0, 1) for probability gaps, got {tau}")
+        if tau < 0:
+            raise ValueError(f"tau must be ≥ 0, got {tau}")
+        if form not in ("softplus", "hinge", "soft"):
+            raise ValueError(f"form must be 'softplus', 'hinge' or 'soft', got {form!r}")
+        if mean not in ("entries", "classes"):
+            raise ValueError(f"mean must be 'entries' or 'classes', got {mean!r}")
+        if agreement not in ("none", "filter", "weight"):
+            raise ValueError(f"agreement must be 'none', 'filter' or 'weight', got {agreement!r}")
+        if clip <= 0 or not 0 <= min_agreement <= 1:
+            raise ValueError("clip must be > 0 and min_agreement in [0, 1]")
         self.alpha, self.tau, self.form = alpha, tau, form
+        self.gap, self.clip, self.mean = gap, clip, mean
+        self.agreement, self.min_agreement, self.eps = agreement, min_agreement, eps
 
-    def forward(self, student_logits: Tensor, teacher_scores: Tensor, i: Tensor, j: Tensor) -> Tensor:
+    def forward(
+        self,
+        student_logits: Tensor,
+        teacher_scores: Tensor,
+        i: Tensor,
+        j: Tensor,
+        prompt_scores: Tensor | None = None,
+    ) -> Tensor:
         _check("student_logits", student_logits, 2)
         if teacher_scores.shape != student_logits.shape:
             raise ValueError(
@@ -95,20 +143,50 @@ class PairwisePreferenceLoss(nn.Module):
             raise ValueError(
                 f"i and j must be 1-D and equal in length, got {tuple(i.shape)}, {tuple(j.shape)}"
             )
+        if self.agreement != "none":
+            if prompt_scores is None:
+                raise ValueError(f"agreement={self.agreement!r} needs the prompts' scores")
+            _check("prompt_scores", prompt_scores, 3)
+        zero = student_logits.sum() * 0.0
         if i.numel() == 0:
-            return student_logits.sum() * 0.0
+            return zero
         f = F.log_softmax(student_logits, dim=1)
         s = teacher_scores.detach()
-        gap = s[i] - s[j]  # [P, C]
+        if self.gap == "log":
+            t = torch.log(s.clamp_min(self.eps))
+            gap = (t[i] - t[j]).clamp(-self.clip, self.clip)
+        else:
+            gap = s[i] - s[j]  # [P, C]
         sign = torch.sign(gap)
         student_gap = (f[i] - f[j]) * sign  # oriented so the teacher prefers the first of the pair
         margin = self.alpha * gap.abs()
         keep = gap.abs() > self.tau
+        weight = torch.ones_like(gap)
+        if self.agreement != "none" and prompt_scores is not None:
+            ps = prompt_scores.detach()
+            member_gap = ps[i] - ps[j]  # [P, K, C], NaN where a prompt is missing
+            answered = ~torch.isnan(member_gap)
+            agrees = (torch.sign(torch.nan_to_num(member_gap)) == sign.unsqueeze(1)) & answered
+            share = agrees.sum(1) / answered.sum(1).clamp_min(1)
+            if self.agreement == "filter":
+                keep = keep & (share >= self.min_agreement)
+            else:
+                weight = share
+        keep = keep & (weight > 0)
         if not bool(keep.any()):
-            return student_logits.sum() * 0.0
-        raw = margin - student_gap
-        losses = F.softplus(raw) if self.form == "softplus" else F.relu(raw)
-        return losses[keep].mean()
+            return zero
+        if self.form == "soft":
+            losses = F.binary_cross_entropy_with_logits(student_gap, torch.sigmoid(margin), reduction="none")
+        else:
+            raw = margin - student_gap
+            losses = F.softplus(raw) if self.form == "softplus" else F.relu(raw)
+        w = weight * keep
+        if self.mean == "entries":
+            return (losses * w).sum() / w.sum()
+        per_class_w = w.sum(0)  # [C]
+        present = per_class_w > 0
+        per_class = (losses * w).sum(0)[present] / per_class_w[present]
+        return per_class.mean()
 
 
 class SoftLabelDistillationLoss(nn.Module):

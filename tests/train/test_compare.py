@@ -50,6 +50,34 @@ def test_grid_runs_once_resumes_and_summarises(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "compare.json").read_text())["rows"]
 
 
+def test_only_runs_the_named_runs_in_the_order_given_and_records_predictions(tmp_path: Path) -> None:
+    data = synthetic(30)
+    grid = Grid.from_dict(
+        {
+            "methods": ["method", "ce_human"],
+            "budgets": [0.5],
+            "seeds": [1, 2],
+            "fit": {"pretrain_epochs": 1, "finetune_epochs": 1, "max_length": 16, "batch_size": 16},
+        }
+    )
+    ran: list[str] = []
+    run_grid(
+        data,
+        grid,
+        tmp_path,
+        model_factory=tiny_student,
+        on_run=ran.append,
+        only=["ce_human-*-s2", "method-*"],
+    )
+    assert ran == ["ce_human-b0.5-s2", "method-b0.5-s1", "method-b0.5-s2"]
+    record = json.loads((tmp_path / "runs" / "method-b0.5-s1.json").read_text())
+    test_ids = {u.id for u in data.utterances.values() if u.split == "test"}
+    assert set(record["test_predictions"]["sentiment"]) == test_ids
+    assert set(record["test_predictions"]["sentiment"].values()) <= {0, 1, 2}
+    with pytest.raises(TrainError, match="matches none"):
+        run_grid(data, grid, tmp_path, model_factory=tiny_student, only=["gce-*"])
+
+
 def test_bad_grids_are_refused() -> None:
     """Unknown methods or fit settings are named in the error."""
     with pytest.raises(TrainError, match="magic"):
