@@ -178,6 +178,7 @@ def run_grid(
             pretrained=out / "pretrained" / f"{pretrain_key(config, trainer.data)}.pt",
         )
         test_utts, test_probs = trainer.predict(split.test)
+        calibration = _calibration(data, trainer, split, test_utts, test_probs)
         record = {
             "method": method,
             "variant": variant,
@@ -194,10 +195,43 @@ def run_grid(
                 for t, probs in test_probs.items()
             },
             "temperatures": trainer.temperatures,
+            "calibration": calibration,
         }
         path.write_text(json.dumps(record, indent=2))  # written whole, last: a run exists once it ended
         log.info("run done", run=path.stem, seconds=round(result.seconds, 1), test=record["test"])
     return summarise(data, grid, out)
+
+
+def _gold_rows(
+    utts: list[Any], probs: np.ndarray, gold: dict[str, str], labels: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    keep = [(k, labels.index(gold[u.id])) for k, u in enumerate(utts) if gold.get(u.id) in labels]
+    idx = np.array([k for k, _ in keep], dtype=np.int64)
+    return probs[idx], np.array([y for _, y in keep], dtype=np.int64)
+
+
+def _calibration(
+    data: Dataset, trainer: Trainer, split: Any, test_utts: list[Any], test_probs: dict[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """Per task: the student's test ECE, and its test ECE after a temperature fitted on dev."""
+    from train.evaluate import ece, fit_temperature, scale
+
+    dev_utts, dev_probs = trainer.predict(split.dev)
+    out = {}
+    for task, labels in data.labels.items():
+        gold = data.gold.get(task, {})
+
+        dev_p, dev_y = _gold_rows(dev_utts, dev_probs[task], gold, labels)
+        test_p, test_y = _gold_rows(test_utts, test_probs[task], gold, labels)
+        if len(test_y) == 0:
+            continue
+        temperature = fit_temperature(dev_p, dev_y)
+        out[task] = {
+            "ece": ece(test_p, test_y),
+            "temperature": temperature,
+            "ece_scaled": ece(scale(test_p, temperature), test_y),
+        }
+    return out
 
 
 def _teacher(data: Dataset, seed: int) -> dict[str, dict[str, float]]:

@@ -74,6 +74,10 @@ def test_only_runs_the_named_runs_in_the_order_given_and_records_predictions(tmp
     test_ids = {u.id for u in data.utterances.values() if u.split == "test"}
     assert set(record["test_predictions"]["sentiment"]) == test_ids
     assert set(record["test_predictions"]["sentiment"].values()) <= {0, 1, 2}
+    calibration = record["calibration"]["sentiment"]
+    assert 0 <= calibration["ece"] <= 1
+    assert 0 <= calibration["ece_scaled"] <= 1
+    assert calibration["temperature"] > 0
     with pytest.raises(TrainError, match="matches none"):
         run_grid(data, grid, tmp_path, model_factory=tiny_student, only=["gce-*"])
 
