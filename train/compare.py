@@ -105,7 +105,7 @@ def run_name(method: str, budget: Budget, seed: int, variant: str = "") -> str:
 
 
 # Settings that only touch fine-tuning: runs differing only in these share the LLM stage.
-_FINETUNE_ONLY = frozenset({"finetune_epochs", "joint_lambda", "version", "model_name"})
+_FINETUNE_ONLY = frozenset({"finetune_epochs", "joint_lambda", "joint_scope", "version", "model_name"})
 
 
 def _scores_digest(scores: dict[str, list[float]]) -> str:

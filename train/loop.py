@@ -81,6 +81,9 @@ class FitConfig:
     pairs_per_utterance: int = 4
     joint_lambda: float = 0.0
     """Keep λ·pairwise during fine-tuning (0: plain CE)."""
+    joint_scope: Literal["budget", "all"] = "budget"
+    """With joint_lambda: the LLM loss on the human batch's own utterances (``budget``), or on a
+    batch drawn from all LLM-labelled training dialogues beside each human batch (``all``)."""
     distill_weight: float = 0.0
     """With the method, add this × KL(ensemble ‖ student) to the pairwise loss of the LLM stage: the
     pairs teach the ranking across utterances, the KL the distribution within one (0: pairs alone)."""
@@ -432,9 +435,14 @@ class Trainer:
         if not human_utts:
             raise TrainError("the human-label budget selects no labelled training utterance")
 
+        llm_batches = self._llm_batches(train) if cfg.joint_lambda > 0 and cfg.joint_scope == "all" else None
+
         def finetune_loss(logits: dict[str, Tensor], batch: list[Utterance], gen: torch.Generator) -> Tensor:
             loss = self._human_loss(logits, batch)
-            if cfg.joint_lambda > 0:
+            if cfg.joint_lambda > 0 and llm_batches is not None:
+                extra = next(llm_batches)
+                loss = loss + cfg.joint_lambda * self._llm_loss(self.model(**self._encode(extra)), extra, gen)
+            elif cfg.joint_lambda > 0:
                 loss = loss + cfg.joint_lambda * self._llm_loss(logits, batch, gen)
             return loss
 
@@ -462,6 +470,15 @@ class Trainer:
         (path / "history.json").write_text(json.dumps(self.history, indent=2))
         learning_curve_png(self.history, path / "learning-curve.png")
         return FitResult(path, metrics, self.history, seconds)
+
+    def _llm_batches(self, train: set[str]) -> Iterator[list[Utterance]]:
+        """Endless dialogue-window batches of the LLM-labelled training utterances (joint_scope=all)."""
+        utterances = self._utterances(train, lambda u: any(u.id in s for s in self.data.ensemble.values()))
+        if not utterances:
+            raise TrainError("joint_scope=all needs LLM label records for the training utterances")
+        rng = random.Random(self.config.seed + 2)
+        while True:
+            yield from _batches(utterances, self.config.batch_size, self.config.dialogue_window, rng)
 
     @torch.inference_mode()
     def predict(self, dialogues: Sequence[str]) -> tuple[list[Utterance], dict[str, np.ndarray]]:

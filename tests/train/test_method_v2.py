@@ -280,3 +280,35 @@ def test_identical_runs_are_level_and_a_better_run_is_ahead() -> None:
     assert all(d.verdict == "behind" for d in behind)
     with pytest.raises(ValueError, match="same, non-zero number of seeds"):
         paired_difference([weak], [weak, weak], gold, dialogue_of, 3)
+
+
+def test_joint_scope_all_keeps_the_llm_loss_on_dialogues_outside_the_budget(tmp_path) -> None:
+    from train.data import split_by_dialogue
+    from train.loop import FitConfig, Trainer
+
+    from .test_loop import synthetic, tiny_student
+
+    data = synthetic(20)
+    split = split_by_dialogue(data, seed=1)
+    human = sorted(split.train)[:2]
+    config = FitConfig(
+        method="distill",
+        pretrain_epochs=0,
+        finetune_epochs=1,
+        joint_lambda=1.0,
+        joint_scope="all",
+        max_length=16,
+        batch_size=8,
+    )
+    trainer = Trainer(data, split, human, config, model=tiny_student())
+    seen: set[str] = set()
+    original = trainer._llm_loss
+
+    def spy(logits, batch, generator):  # type: ignore[no-untyped-def]
+        seen.update(u.dialogue_id for u in batch)
+        return original(logits, batch, generator)
+
+    trainer._llm_loss = spy  # type: ignore[method-assign]
+    trainer.fit(tmp_path, write=False)
+    assert seen - set(human)  # LLM-labelled dialogues beyond the budget's
+    assert seen <= set(split.train)
