@@ -361,38 +361,26 @@ async def _pointer_call(
     default=None,
     help="Engine id to serve; the verified one of --backend by default.",
 )
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime")
+@click.option(
+    "--backend",
+    type=click.Choice(["onnxruntime", "tensorrt"]),
+    default=None,
+    help="Backend whose engine to serve; the target's by default (tensorrt on gpu-*, else onnxruntime).",
+)
 @click.option("--target", default="cpu", help="Node kind whose pointer moves: cpu, gpu-sm90, ...")
 @click.pass_context
 def promote(
-    ctx: click.Context, model: str, version: str, engine_id: str | None, backend: str, target: str
+    ctx: click.Context, model: str, version: str, engine_id: str | None, backend: str | None, target: str
 ) -> None:
-    """Make MODEL VERSION current on TARGET nodes. Only an engine that passed verification (its record
-    carries a passing parity check) can be promoted."""
-    from engines.errors import EngineError
-    from engines.verify import thresholds_for
+    """Make MODEL VERSION current on TARGET nodes, by the promotion rule (engines/promotion.py): only
+    an engine whose record carries a passing parity check and that runs on TARGET; the fastest such
+    engine of the backend (int8, then fp16, then fp32) unless --engine names one."""
+    from engines.promotion import choose_engine
 
     bundle = _open(ctx, model, version)
-    records = [
-        r
-        for r in bundle.engine_records()
-        if (engine_id is None and r.backend == backend) or r.engine_id == engine_id
-    ]
-    verified = []
-    for r in records:
-        t = thresholds_for(r.precision)
-        if (
-            r.parity
-            and r.parity.label_agreement >= t.min_agreement
-            and r.parity.max_abs_diff <= t.max_abs_diff
-        ):
-            verified.append(r)
-    if not verified:
-        raise EngineError(
-            f"{bundle.label} has no verified {engine_id or backend} engine: run "
-            f"'parley engine build {model} {version}' first (it verifies before recording)"
-        )
-    chosen = sorted(verified, key=lambda r: {"int8": 0, "fp16": 1, "fp32": 2}.get(r.precision, 3))[0]
+    chosen = choose_engine(
+        bundle.engine_records(), target, model=model, version=version, backend=backend, engine_id=engine_id
+    )
     current = run(
         _pointer_call(
             _settings(ctx),

@@ -21,6 +21,7 @@ from engines.errors import EngineError
 from engines.events import EngineFailed, EngineReady, ModelEvent, ModelTrained, decode_model_event
 from engines.node import NodeDevice, detect_node
 from engines.pointer import PointerStore
+from engines.promotion import backend_for, choose_engine
 from engines.publish import publish
 from engines.registry import Registry
 from engines.settings import EngineBuilderSettings
@@ -68,8 +69,12 @@ class Watcher:
             return await self._fail(event, "verify", exc)
         except (EngineError, OSError, ValueError) as exc:
             return await self._fail(event, stage, exc)
-        best = results[-1].record  # the fastest engine this node built (int8 on CPU, the plan on GPU)
-        stage = "register"
+        try:  # among the engines just built, the one the promotion rule picks for this target
+            best = choose_engine(
+                [r.record for r in results], self.target, model=event.model, version=event.version
+            )
+        except EngineError as exc:
+            return await self._fail(event, "register", exc)
         await self.pointers.promote(event.model, event.version, best.engine_id, best.backend, self.target)
         ready = EngineReady(
             model=event.model,
@@ -92,9 +97,12 @@ class Watcher:
         return Outcome(event.model, event.version, "ready", (ready,))
 
     async def _fail(self, event: ModelTrained, stage: str, exc: Exception) -> Outcome:
-        backend = "tensorrt" if self.target.startswith("gpu") else "onnxruntime"
         failed = EngineFailed(
-            model=event.model, version=event.version, backend=backend, stage=stage, reason=str(exc)[:2000]
+            model=event.model,
+            version=event.version,
+            backend=backend_for(self.target),
+            stage=stage,
+            reason=str(exc)[:2000],
         )
         await publish(self.settings.kafka, self.settings.topics.model_events, failed)
         log.error(
