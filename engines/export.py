@@ -154,11 +154,12 @@ def _check_against_torch(bundle: Bundle, texts: Sequence[str]) -> None:
 
 def read_sample_rows(path: Path | None) -> list[SampleRow]:
     """Verification texts: a JSONL file with 'text' (and optional 'gold' {task: label}), or the sample
-    conversations that ship with parley."""
+    conversations that ship with parley, with their gold labels."""
     if path is None:
-        from stream.samples import conversations_path
+        from parley.samples import read_conversations, read_labels
 
-        path = conversations_path()
+        gold = read_labels()
+        return [{"text": u.text, "gold": gold.get(u.utterance_id, {})} for u in read_conversations()]
     rows: list[SampleRow] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():

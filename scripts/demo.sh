@@ -41,7 +41,7 @@ while time.monotonic() < deadline:
 sys.exit("demo: the worker did not become ready within 120 s; see .run/demo-worker.log")
 PY
 
-count="$(grep -c . "$("$bin/python" -c 'from stream.samples import conversations_path; print(conversations_path())')")"
+count="$(grep -c . "$("$bin/python" -c 'from parley.samples import conversations_path; print(conversations_path())')")"
 "$bin/parley" stream tail --max "$count" --idle-timeout 60 &
 tail_pid=$!
 sleep 2

@@ -161,7 +161,7 @@ def topics_create(ctx: click.Context) -> None:
 
 
 def _sample_default() -> Path:
-    from stream.samples import conversations_path
+    from parley.samples import conversations_path
 
     return conversations_path()
 

@@ -35,7 +35,11 @@ def test_bad_input_is_refused_before_inference(engine, texts, contexts, message:
 def test_empty_input_gives_empty_outputs(engine) -> None:
     """No texts: one empty array per task, with the task's label count as width."""
     out = engine.infer([])
-    assert {k: v.shape for k, v in out.items()} == {"sentiment": (0, 3), "dialogue_act": (0, 4)}
+    assert {k: v.shape for k, v in out.items()} == {
+        "intent": (0, 11),
+        "sentiment": (0, 3),
+        "dialogue_act": (0, 4),
+    }
 
 
 def test_inactive_engine_refuses_to_infer(registered) -> None:

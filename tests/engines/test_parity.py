@@ -28,7 +28,11 @@ def test_onnx_graph_has_dynamic_axes_and_one_output_per_task(registered) -> None
     for tensor in graph.graph.input:
         dims = tensor.type.tensor_type.shape.dim
         assert [d.dim_param for d in dims] == ["batch", "sequence"]
-    assert [o.name for o in graph.graph.output] == ["logits_sentiment", "logits_dialogue_act"]
+    assert [o.name for o in graph.graph.output] == [
+        "logits_intent",
+        "logits_sentiment",
+        "logits_dialogue_act",
+    ]
 
 
 def test_onnxruntime_matches_torch_on_the_real_student(registered) -> None:
@@ -80,7 +84,7 @@ def test_int8_engine_is_built_verified_and_recorded(registered) -> None:
     assert record.precision == "int8"
     assert record.parity is not None
     assert record.parity.label_agreement >= 0.95
-    assert set(record.parity.accuracy_delta) == {"sentiment", "dialogue_act"}
+    assert set(record.parity.accuracy_delta) == {"intent", "sentiment", "dialogue_act"}
     ops = {node.op_type for node in onnx.load(str(bundle.path / record.file)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops  # weights int8, activations quantised per call
     with load_engine(bundle, "onnxruntime", EngineOptions(precision="int8")) as int8:
@@ -105,7 +109,7 @@ def test_compare_reports_accuracy_against_gold(registered) -> None:
     texts, gold = bundle.sample()
     comparison = compare(bundle, "onnxruntime", texts, gold=gold)
     assert comparison.samples == len(texts)
-    assert comparison.accuracy_delta == {"sentiment": 0.0, "dialogue_act": 0.0}
+    assert comparison.accuracy_delta == {"intent": 0.0, "sentiment": 0.0, "dialogue_act": 0.0}
 
 
 def test_sample_file_is_part_of_the_bundle(registered) -> None:

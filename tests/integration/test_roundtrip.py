@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from parley.connections import KafkaSettings, RedisSettings, TopicSettings
+from parley.samples import conversations_path
 from stream.errors import StreamError
 from stream.roundtrip import roundtrip
-from stream.samples import conversations_path
 from stream.send import raw_messages, read_utterances, send_messages
 from stream.settings import WorkerSettings
 from stream.tail import read

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from parley.connections import KafkaSettings, TopicSettings
+from parley.samples import conversations_path
 from stream.contracts import DlqRecord, Utterance, UtteranceLabels
-from stream.samples import conversations_path
 from stream.send import Message, messages_for, read_utterances, send_messages
 from stream.tail import read
 
@@ -79,7 +79,7 @@ async def test_every_utterance_gets_exactly_one_output_in_conversation_order(
         assert [o.turn for o in outs] == list(range(15)), cid
         assert [o.state.turn_count for o in outs] == list(range(1, 16)), cid
         assert all(o.state.available and o.model.version == "demo-1" for o in outs)
-        assert set(outs[0].predictions) == {"sentiment", "dialogue_act"}
+        assert set(outs[0].predictions) == {"intent", "sentiment", "dialogue_act"}
     assert worker.stop() == 0  # SIGTERM: a clean stop
 
 
