@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole loop on local defaults (what `make demo` runs after set-up and `make up`):
-#   topics → demo student (trained, exported, built, verified, promoted; skipped when already serving)
-#   → worker → sample conversations sent at a conversational pace → labelled output shown live
+#   topics → demo student (heads fitted on the training part of parley/samples, exported, built,
+#   verified, promoted; skipped when one trained on the current samples is already serving)
+#   → worker → the held-out sample conversations sent at a conversational pace → each labelled
+#   utterance shown live beside its text and gold labels → accuracy, throughput and latency
 #   → clean stop of the worker (SIGTERM: it finishes its batch and commits).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,11 +43,17 @@ while time.monotonic() < deadline:
 sys.exit("demo: the worker did not become ready within 120 s; see .run/demo-worker.log")
 PY
 
-count="$(grep -c . "$("$bin/python" -c 'from parley.samples import conversations_path; print(conversations_path())')")"
-"$bin/parley" stream tail --max "$count" --idle-timeout 60 &
+# The conversations the demo student never saw, with their gold labels; the tail shows each labelled
+# utterance beside its text and marks every label against the gold one, then sums up.
+held="$run/demo-held-out"
+"$bin/python" -m parley.samples held_out "$held" >/dev/null
+count="$(grep -c . "$held/conversations.jsonl")"
+"$bin/parley" stream tail --max "$count" --idle-timeout 60 \
+  --conversations "$held/conversations.jsonl" --gold "$held/labels.jsonl" &
 tail_pid=$!
-sleep 2
-"$bin/parley" stream send --rate 12
+sleep 3  # the tail starts reading at the topic's end: let it get there before anything is sent
+"$bin/parley" stream send "$held/conversations.jsonl" --rate 12 >"$run/demo-send.log" 2>&1 &
+send_pid=$!
 wait "$tail_pid"
-curl -s "http://127.0.0.1:$port/metrics" | grep -E '^parley_(events_in|events_out|events_dlq)_total' || true
+wait "$send_pid" || { echo "demo: sending failed; see $run/demo-send.log" >&2; exit 1; }
 echo "demo: done. Kafka and Redis keep running ('make down' stops and wipes them)."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +220,20 @@ def send(ctx: click.Context, file: Path | None, rate: float | None, raw: bool, t
     help="Stop when nothing arrived for this many seconds; follow forever when left out.",
 )
 @click.option("--raw", is_flag=True, help="Print each message's JSON as it is, one per line.")
+@click.option(
+    "--conversations",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The JSONL file the utterances were sent from: each labelled utterance is shown with its "
+    "speaker and text, two lines per utterance fitted to the terminal, and a summary at the end.",
+)
+@click.option(
+    "--gold",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gold labels (JSONL of {id, task, label}): each label is marked right or wrong and the "
+    "summary gives per-task accuracy. Implies the view of --conversations.",
+)
 @click.pass_context
 def tail(
     ctx: click.Context,
@@ -228,16 +242,21 @@ def tail(
     max_messages: int | None,
     idle_timeout: float | None,
     raw: bool,
+    conversations: Path | None,
+    gold: Path | None,
 ) -> None:
     """Print the messages of a topic as they arrive (labelled utterances by default).
 
     Reads every partition without joining a consumer group: it commits nothing and moves no one's
-    offsets. Stop with Ctrl-C.
+    offsets. Stop with Ctrl-C (the summary of --conversations/--gold is printed all the same).
     """
     from stream.tail import read
 
     settings = _settings(ctx)
     target = topic or settings.topics.utterance_labels
+    if conversations is not None or gold is not None:
+        _tail_view(settings, target, conversations, gold, from_beginning, max_messages, idle_timeout)
+        return
 
     async def follow() -> int:
         count = 0
@@ -260,6 +279,56 @@ def tail(
 
     count = run(follow())
     console.print(f"[dim]{count} messages from {target}[/dim]")
+
+
+def _tail_view(
+    settings: WorkerSettings,
+    topic: str,
+    conversations: Path | None,
+    gold: Path | None,
+    from_beginning: bool,
+    max_messages: int | None,
+    idle_timeout: float | None,
+) -> None:
+    """``tail`` with --conversations/--gold: blocks that fit the terminal, then the summary."""
+    import shutil
+
+    from parley.samples import read_labels
+    from stream.contracts import UtteranceLabels
+    from stream.labelview import LabelView
+    from stream.send import read_utterances
+    from stream.tail import read
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    said = {u.utterance_id: u for u in read_utterances(conversations)} if conversations else {}
+    view = LabelView(width, said, read_labels(gold) if gold else {})
+    out = Console(width=width, highlight=False)
+
+    async def follow() -> None:
+        async with aclosing(
+            read(
+                settings.kafka,
+                topic,
+                start="beginning" if from_beginning else "end",
+                max_messages=max_messages,
+                idle_timeout_s=idle_timeout,
+            )
+        ) as records:
+            async for record in records:
+                try:
+                    labels = UtteranceLabels.model_validate_json(record.value)
+                except ValueError:
+                    out.print(_pretty(record.partition, record.offset, record.value), no_wrap=True, crop=True)
+                    continue
+                for line in view.block(labels):
+                    out.print(line, no_wrap=True, crop=True)
+
+    for line in view.header():
+        out.print(line, no_wrap=True, crop=True)
+    with suppress(KeyboardInterrupt):  # Ctrl-C ends the reading, not the summary
+        run(follow())
+    for line in view.summary(topic, settings.topics.utterance_labels):
+        out.print(line, no_wrap=True, crop=True)
 
 
 def _pretty(partition: int, offset: int, value: bytes) -> str:
