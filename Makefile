@@ -1,7 +1,7 @@
 # parley's entry points. README.md and .ci/run call these targets; nothing else is needed.
 #   make demo     set up, bring Kafka and Redis up, run the main job on local defaults
 #   make test     set up, run the test suite (it starts Kafka and Redis itself when they are down)
-#   make lint     ruff and mypy
+#   make lint     ruff, mypy and the import contracts (lint-imports)
 #   make helm     helm lint, helm template and kube-score of every scenario, helm-unittest (Go builds them)
 #   make up/down  start / stop (and wipe) the local Kafka and Redis
 
@@ -44,6 +44,7 @@ lint: setup
 	$(BIN)/ruff check parley stream train engines tests scripts benchmarks
 	$(BIN)/ruff format --check parley stream train engines tests scripts benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 helm:
 	@bash scripts/helm-check.sh
