@@ -44,9 +44,10 @@ sys.exit("demo: the worker did not become ready within 120 s; see .run/demo-work
 PY
 
 # The conversations the demo student never saw, with their gold labels; the tail shows each labelled
-# utterance beside its text and marks every label against the gold one, then sums up.
+# utterance beside its text and marks every label against the gold one, then sums up. Conversation
+# ids are tagged per run, so a second demo starts new conversations (fresh state in Redis).
 held="$run/demo-held-out"
-"$bin/python" -m parley.samples held_out "$held" >/dev/null
+"$bin/python" -m parley.samples held_out "$held" "r$(date +%H%M%S)" >/dev/null
 count="$(grep -c . "$held/conversations.jsonl")"
 "$bin/parley" stream tail --max "$count" --idle-timeout 60 \
   --conversations "$held/conversations.jsonl" --gold "$held/labels.jsonl" &

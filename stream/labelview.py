@@ -85,10 +85,10 @@ class LabelView:
 
     # -- the blocks ---------------------------------------------------------------------------------
     def header(self) -> list[Text]:
-        marks = ", ✓ agrees with the gold label, ✗ gold label" if self.gold else ""
+        marks = ", ✓ (= gold) or ✗ gold label" if self.gold else ""
         lines = [
             Text("conversation #turn speaker  text", style="bold"),
-            Text(f"  intent · sentiment · dialogue act: label and score{marks}", style="dim"),
+            Text(f"  intent · sentiment · dialogue act: label score{marks}", style="dim"),
             Text("  │ conversation state from Redis: rolling sentiment (mood), turns so far", style="dim"),
         ]
         return [self._fit(line) for line in lines]
@@ -102,7 +102,7 @@ class LabelView:
         said = self.utterances.get(labels.utterance_id)
         conversation = labels.conversation_id
         style = _CONVERSATION_STYLES[zlib.crc32(conversation.encode()) % len(_CONVERSATION_STYLES)]
-        line = Text(_clip(conversation, 24), style=style)
+        line = Text(_clip(conversation, 28), style=style)
         turn = labels.turn if labels.turn is not None else (said.turn if said else None)
         line.append(f" #{turn:<2}" if turn is not None else " #? ")
         if said is None:

@@ -129,19 +129,29 @@ def split(
     return train, test
 
 
-def write_part(part: Part, directory: Path) -> tuple[Path, Path]:
+def write_part(part: Part, directory: Path, tag: str | None = None) -> tuple[Path, Path]:
     """Write ``part``'s conversations and gold labels into ``directory`` (conversations.jsonl,
-    labels.jsonl); the conversations in timestamp order, interleaved as live traffic arrives."""
+    labels.jsonl); the conversations in timestamp order, interleaved as live traffic arrives.
+
+    With ``tag``, every conversation id (and the utterance ids built on it) ends in ``-<tag>``: a
+    second run then brings new conversations, whose state in Redis starts afresh, instead of replays
+    the worker would recognise and not count again."""
     keep = {u.utterance_id for u in read_conversations(part)}
     rows = [json.loads(line) for line in _lines(conversations_path())]
     rows = sorted((r for r in rows if r["utterance_id"] in keep), key=lambda r: (r["timestamp"], r["turn"]))
+    renamed = {r["utterance_id"]: r["utterance_id"] for r in rows}
+    if tag:
+        for r in rows:
+            cid = r["conversation_id"]
+            renamed[r["utterance_id"]] = r["utterance_id"].replace(cid, f"{cid}-{tag}", 1)
+            r["conversation_id"], r["utterance_id"] = f"{cid}-{tag}", renamed[r["utterance_id"]]
+    labels = [json.loads(line) for line in _lines(labels_path())]
+    labels = [{**g, "id": renamed[g["id"]]} for g in labels if g["id"] in keep]
     directory.mkdir(parents=True, exist_ok=True)
-    conversations, labels = directory / "conversations.jsonl", directory / "labels.jsonl"
-    conversations.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    labels.write_text(
-        "".join(line + "\n" for line in _lines(labels_path()) if json.loads(line)["id"] in keep), "utf-8"
-    )
-    return conversations, labels
+    paths = directory / "conversations.jsonl", directory / "labels.jsonl"
+    for path, records in zip(paths, (rows, labels), strict=True):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "utf-8")
+    return paths
 
 
 def _lines(path: Path) -> list[str]:

@@ -1,6 +1,7 @@
-"""``python -m parley.samples PART DIR``: write a part of the sample conversations (all, train or
-held_out) and its gold labels into DIR, as conversations.jsonl and labels.jsonl (scripts/demo.sh
-sends the held-out part and scores the worker's labels against it)."""
+"""``python -m parley.samples PART DIR [TAG]``: write a part of the sample conversations (all, train or
+held_out) and its gold labels into DIR, as conversations.jsonl and labels.jsonl, with TAG appended to
+every conversation id when given (scripts/demo.sh sends the held-out part, tagged per run, and scores
+the worker's labels against it)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from parley.samples import Part, read_conversations, write_part
 
 def main(argv: list[str]) -> int:
     parts = get_args(Part)
-    if len(argv) != 2 or argv[0] not in parts:
-        print(f"usage: python -m parley.samples {{{','.join(parts)}}} DIR", file=sys.stderr)
+    if len(argv) not in (2, 3) or argv[0] not in parts:
+        print(f"usage: python -m parley.samples {{{','.join(parts)}}} DIR [TAG]", file=sys.stderr)
         return 2
     part, directory = cast(Part, argv[0]), Path(argv[1])
-    conversations, labels = write_part(part, directory)
+    conversations, labels = write_part(part, directory, argv[2] if len(argv) == 3 else None)
     utterances = read_conversations(part)
     n = len({u.conversation_id for u in utterances})
     print(f"{n} conversations, {len(utterances)} utterances: {conversations} and {labels}")

@@ -104,3 +104,17 @@ def test_the_generator_reproduces_the_committed_files(tmp_path: Path) -> None:
     generator["main"](tmp_path)
     for path in (conversations_path(), labels_path()):
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_tag_makes_new_conversations_with_their_gold_labels(tmp_path: Path) -> None:
+    """With a tag every conversation and utterance id changes, and the gold file follows them."""
+    conversations, labels = write_part("held_out", tmp_path, tag="r1")
+    rows = [json.loads(line) for line in conversations.read_text().splitlines()]
+    assert all(r["conversation_id"].endswith("-r1") for r in rows)
+    assert all(r["utterance_id"].startswith(r["conversation_id"] + "-t") for r in rows)
+    original = read_labels()
+    tagged = read_labels(labels)
+    assert set(tagged) == {r["utterance_id"] for r in rows}
+    assert [tagged[r["utterance_id"]] for r in rows] == [
+        original[r["utterance_id"].replace("-r1-t", "-t")] for r in rows
+    ]
