@@ -252,6 +252,7 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Worker]:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any = None, **kwargs: Any) -> None:
         await delivery.release("rebalance")
+        worker.metrics.forget_partitions((tp.topic, tp.partition) for tp in revoked or ())
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -93,3 +95,11 @@ class WorkerMetrics:
             ["task"],
             registry=r,
         )
+
+    def forget_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop the per-partition series of partitions this worker no longer owns, so a revoked
+        partition's last lag and offset do not linger (and alert) beside its new owner's."""
+        for topic, partition in partitions:
+            for gauge in (self.consumer_lag, self.committed):
+                with contextlib.suppress(KeyError):  # never set on this worker
+                    gauge.remove(topic, str(partition))
