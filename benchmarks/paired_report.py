@@ -85,6 +85,8 @@ def markdown(results: list[dict[str, Any]], command: str, machine: str, n_boot: 
         "- what: the reference configuration minus each other one, per seed on the same split, budget",
         f"  and seed, averaged over seeds; 95% interval from {n_boot:,} resamples of the test dialogues",
         "  (train/stats.py). Points (×100). *ahead* / *behind*: the whole interval is above / below 0.",
+        "- the interval is over test dialogues only: it does not cover training variation across seeds,",
+        "  which the per-seed column shows; with few seeds, a verdict is only as firm as those agree.",
         "",
     ]
     for result in results:
