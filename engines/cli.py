@@ -197,18 +197,36 @@ def verify(
 ) -> None:
     """Run the bundle's engines against the torch reference on its sample; exit 1 if any fails."""
     from engines.base import EngineOptions
-    from engines.node import detect_node
+    from engines.node import CPU_NODE, detect_node
     from engines.verify import Thresholds, compare, thresholds_for
 
     bundle = _open(ctx, model, version)
     texts, gold = bundle.sample()
-    gpu = not backends and detect_node(_settings(ctx).device).is_gpu
-    chosen = list(backends) or (["onnxruntime", "tensorrt"] if gpu else ["onnxruntime"])
+    node = detect_node(_settings(ctx).device) if not backends or "tensorrt" in backends else CPU_NODE
+    chosen = list(backends) or (["onnxruntime", "tensorrt"] if node.is_gpu else ["onnxruntime"])
     runs: list[tuple[str, EngineOptions]] = []
     for backend in chosen:
-        precisions = {r.precision for r in bundle.engine_records() if r.backend == backend} or {"fp32"}
+        records = [r for r in bundle.engine_records() if r.backend == backend]
+        if backend == "tensorrt":
+            # Only plans this GPU and TensorRT version can load; others are not errors of the bundle.
+            records = [
+                r
+                for r in records
+                if r.gpu_arch == node.compute_capability and r.runtime_version == node.tensorrt_version
+            ]
+            if not records:
+                console.print(
+                    f"[yellow]no TensorRT plan of {model}/{version} for this node ({node.target}, "
+                    f"TensorRT {node.tensorrt_version or 'not installed'}): build one with "
+                    f"'parley engine build {model} {version} --backend tensorrt'[/yellow]"
+                )
+                continue
+        precisions = {r.precision for r in records} or {"fp32"}
         device = "cuda" if backend == "tensorrt" else "cpu"
         runs += [(backend, EngineOptions(device=device, precision=p)) for p in sorted(precisions)]  # type: ignore[arg-type]
+    if not runs:
+        console.print("[red]nothing to verify on this node[/red]")
+        sys.exit(1)
     failed, comparisons = [], []
     for backend, options in runs:
         comparison = compare(bundle, backend, texts, options=options, gold=gold)

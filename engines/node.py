@@ -101,6 +101,11 @@ def detect_node(device: NodeDevice = "auto", *, cudart: Any | None = None) -> No
         ) from exc
     except EngineError as exc:  # cuda-python missing
         raise NodeSetupError(f"TensorRT {version} is installed but {exc}") from exc
+    except Exception as exc:  # e.g. cuda-python cannot load the driver library at all
+        raise NodeSetupError(
+            f"TensorRT {version} is installed but CUDA cannot be reached ({type(exc).__name__}: "
+            f"{exc}); on a machine without an NVIDIA driver set PARLEY_ENGINE_DEVICE=cpu"
+        ) from exc
     return Node(
         target=gpu_target(capability),
         backend="tensorrt",

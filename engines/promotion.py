@@ -99,7 +99,8 @@ def choose_engine(
             f"{target}: build one on a {target} node"
         )
     rank = {p: i for i, p in enumerate(PRECISION_ORDER)}
-    return min(runnable, key=lambda r: rank.get(r.precision, len(rank)))
+    # Fastest precision first; among equals (e.g. plans of two TensorRT versions) the newest build.
+    return min(runnable, key=lambda r: (rank.get(r.precision, len(rank)), -r.built_at.timestamp()))
 
 
 async def promote(

@@ -77,6 +77,7 @@ def compile_plan(
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
     timing_cache: bytes | None = None,
     save_timing_cache: Callable[[Callable[[bytes | None], bytes]], None] | None = None,
+    precision: str = "fp16",
 ) -> bytes:
     """Parse ONNX and build a serialized plan; parser errors are reported one by one.
 
@@ -99,6 +100,10 @@ def compile_plan(
         raise EngineError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    if precision == "fp32":
+        # TF32 (on by default) would round fp32 matrix products to 10-bit mantissas: an "fp32" plan
+        # must match torch's fp32 within the fp32 verification limits.
+        config.clear_flag(trt.BuilderFlag.TF32)
     for p in profiles:
         profile = builder.create_optimization_profile()
         for name in input_names:
@@ -170,6 +175,7 @@ def build_tensorrt(
                 workspace_bytes=workspace_bytes,
                 timing_cache=registry.read_side_file(cache_name),
                 save_timing_cache=lambda update: registry.update_side_file(cache_name, update),
+                precision=precision,
             )
         )
         record = EngineRecord(
