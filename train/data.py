@@ -201,7 +201,16 @@ def load_dataset(
                     f"{llm}, line {number}: scores for labels outside task {task!r}: {sorted(unknown)}"
                 )
             by_prompt = prompts[task].setdefault(uid, {})
+            # One member per (prompt, model): records of two models (or two labelling runs with
+            # different models) under one prompt id both count, as they did in the mean.
             prompt = str(row.get("prompt_id") or f"record-{len(by_prompt)}")
+            if row.get("model"):
+                prompt += f"@{row['model']}"
+            if prompt in by_prompt:
+                raise DataError(
+                    f"{llm}, line {number}: a second record for utterance {uid!r}, task {task!r} and "
+                    f"prompt {prompt!r}; give each labelling run its own prompt_id or model"
+                )
             by_prompt[prompt] = [float(scores.get(name, 0.0)) for name in labels[task]]
         data = data.with_prompts(dict(prompts))
     return data

@@ -143,11 +143,32 @@ def _class_for(dialogue_id: str, task: str, n: int, seed: int) -> int:
     return int.from_bytes(digest[:8], "big") % n
 
 
+def _biased(row: list[float], c: int, strength: float) -> list[float]:
+    total = sum(row) or 1.0
+    return [(1 - strength) * v / total + (strength if k == c else 0.0) for k, v in enumerate(row)]
+
+
 def dialogue_bias(data: Dataset, strength: float, seed: int = 0) -> Dataset:
     """The dataset with every dialogue's ensemble scores pulled by ``strength`` towards one class."""
     if not 0 <= strength < 1:
         raise TrainError(f"dialogue_bias strength must be in [0, 1), not {strength}")
     dialogue_of = {uid: u.dialogue_id for uid, u in data.utterances.items()}
+    if data.prompts:
+        # On every prompt's (normalised) row, so that whatever recomputes the ensemble from the
+        # prompts later (calibration, agreement) still sees the bias; the mean is biased the same way.
+        prompts = {
+            task: {
+                uid: {
+                    p: _biased(
+                        row, _class_for(dialogue_of[uid], task, len(data.labels[task]), seed), strength
+                    )
+                    for p, row in rows.items()
+                }
+                for uid, rows in by_id.items()
+            }
+            for task, by_id in data.prompts.items()
+        }
+        return data.with_prompts(prompts)
     ensemble: dict[str, dict[str, list[float]]] = {}
     for task, scores in data.ensemble.items():
         n = len(data.labels[task])

@@ -312,3 +312,42 @@ def test_joint_scope_all_keeps_the_llm_loss_on_dialogues_outside_the_budget(tmp_
     trainer.fit(tmp_path, write=False)
     assert seen - set(human)  # LLM-labelled dialogues beyond the budget's
     assert seen <= set(split.train)
+
+
+def test_a_dialogue_bias_survives_prompt_calibration() -> None:
+    from train.perturb import dialogue_bias
+
+    data = bank()
+    budget = [u for u in data.utterances if u.startswith(("d0-", "d1-", "d2-"))]
+    clean, _ = calibrate_prompts(data, budget)
+    biased, _ = calibrate_prompts(dialogue_bias(data, 0.6, seed=0), budget)
+    moved = sum(
+        int(np.argmax(biased.ensemble["sentiment"][u])) != int(np.argmax(clean.ensemble["sentiment"][u]))
+        for u in data.utterances
+    )
+    assert moved > 0  # recomputing the ensemble from the prompts keeps the bias
+
+
+def test_repeated_llm_records_are_refused_and_models_are_separate_members(tmp_path) -> None:
+    import json
+
+    from train.data import DataError, load_dataset
+
+    (tmp_path / "u.jsonl").write_text(
+        json.dumps({"id": "u", "dialogue_id": "d", "turn": 0, "text": "x", "split": "train"}) + "\n"
+    )
+    record = {
+        "id": "u",
+        "task": "sentiment",
+        "prompt_id": "p1",
+        "label": "neutral",
+        "scores": {"neutral": 1.0},
+    }
+    two_models = [dict(record, model="a"), dict(record, model="b", scores={"negative": 1.0})]
+    (tmp_path / "llm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in two_models))
+    data = load_dataset(tmp_path / "u.jsonl", {"sentiment": LABELS}, llm=tmp_path / "llm.jsonl")
+    assert set(data.prompts["sentiment"]["u"]) == {"p1@a", "p1@b"}
+    assert data.ensemble["sentiment"]["u"] == pytest.approx([0.5, 0.5, 0.0])
+    (tmp_path / "llm.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(DataError, match="line 2: a second record"):
+        load_dataset(tmp_path / "u.jsonl", {"sentiment": LABELS}, llm=tmp_path / "llm.jsonl")
