@@ -60,6 +60,7 @@ _DETAIL = (
 class _Tally:
     seen: int = 0
     conversations: set[str] = field(default_factory=set)
+    utterances: set[str] = field(default_factory=set)
     correct: Counter[str] = field(default_factory=Counter)
     scored: Counter[str] = field(default_factory=Counter)
     gold_counts: dict[str, Counter[str]] = field(default_factory=dict)
@@ -158,6 +159,9 @@ class LabelView:
     # -- the summary --------------------------------------------------------------------------------
     def _count(self, labels: UtteranceLabels) -> None:
         t = self.tally
+        if labels.utterance_id in t.utterances:
+            return  # delivery is at-least-once: a duplicate output is shown, not counted twice
+        t.utterances.add(labels.utterance_id)
         t.seen += 1
         t.conversations.add(labels.conversation_id)
         t.latencies_ms.append(labels.latency_ms)

@@ -125,6 +125,15 @@ def test_the_summary_scores_the_outputs_against_the_gold_labels() -> None:
     assert "parley stream tail --from-beginning --topic my-labels" in summary
 
 
+def test_a_duplicate_output_is_shown_but_not_counted_twice() -> None:
+    view = LabelView(100, SAID, GOLD)
+    for labels in (FIRST, SECOND, SECOND):  # at-least-once delivery: SECOND arrived twice
+        view.block(labels)
+    summary = "\n".join(line.plain for line in view.summary("my-labels", "utterance-labels"))
+    assert "Labelled: 2 utterances of 1 conversation" in summary
+    assert "dialogue_act  0.50 (1/2)" in summary
+
+
 def test_an_empty_read_says_so() -> None:
     """Nothing read: the summary says which topic was empty instead of dividing by zero."""
     summary = [line.plain for line in LabelView(80).summary("utterance-labels", "utterance-labels")]
