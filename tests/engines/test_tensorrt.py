@@ -215,7 +215,7 @@ def test_profiles_cover_every_length_once_over_the_whole_batch_range(max_length:
         assert p.min[0] == 1
         assert p.max[0] == 64
         assert p.min[1] <= p.opt[1] <= p.max[1]
-        assert 1 <= p.opt[0] <= 64
+        assert 0 < p.opt[0] <= 64
 
 
 def test_names_carry_precision_gpu_kind_and_tensorrt_version() -> None:
