@@ -254,6 +254,10 @@ def tail(
 
     settings = _settings(ctx)
     target = topic or settings.topics.utterance_labels
+    if raw and (conversations is not None or gold is not None):
+        raise click.UsageError(
+            "--raw prints the messages as they are; it does not go with --conversations or --gold"
+        )
     if conversations is not None or gold is not None:
         _tail_view(settings, target, conversations, gold, from_beginning, max_messages, idle_timeout)
         return

@@ -159,3 +159,14 @@ def test_a_mood_that_rounds_to_zero_reads_plus_zero() -> None:
         update={"state": ConversationState(available=True, turn_count=3, rolling_sentiment=-0.004)}
     )
     assert LabelView(120).block(calm)[1].plain.endswith("│ mood +0.00 · 3 turns")
+
+
+def test_raw_and_the_view_are_refused_together() -> None:
+    from click.testing import CliRunner
+
+    from parley.cli import cli
+    from parley.samples import labels_path
+
+    result = CliRunner().invoke(cli, ["stream", "tail", "--raw", "--gold", str(labels_path())])
+    assert result.exit_code == 2
+    assert "does not go with --conversations or --gold" in result.output
