@@ -14,7 +14,6 @@ operator type. Writes docs/benchmarks/engine-profile.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engines_cpu import load, machine  # noqa: E402
+from engines_cpu import bench_arguments, load, machine, open_bench_student, write_report  # noqa: E402
 
 
 def export_before(bundle, path: Path) -> None:
@@ -106,23 +105,13 @@ def profile(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-engines")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser = bench_arguments(__doc__)
     parser.add_argument("--n", type=int, default=2048)
     args = parser.parse_args()
 
     import onnxruntime
 
-    from engines.registry import Registry
-
-    registry = Registry(str(args.work / "registry"))
-    if not registry.has("bench-student", "dailydialog-e1"):
-        sys.exit("run benchmarks/engines_cpu.py first: it trains and registers the benchmark student")
-    bundle = registry.open("bench-student", "dailydialog-e1")
+    bundle = open_bench_student(args.work)
     utterances, _, _ = load(args.data)
     texts = [u["text"] for u in utterances.values() if u["split"] == "test"][: args.n]
     outputs = [t.output for t in bundle.manifest.tasks]
@@ -143,10 +132,7 @@ def main() -> None:
         onnxruntime=onnxruntime.__version__,
         utterances=len(texts),
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine-profile.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "engine-profile.md").write_text(render(report))
-    print(render(report))
+    write_report(args.out, "engine-profile", report, render(report))
 
 
 def render(r: dict) -> str:

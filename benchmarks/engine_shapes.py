@@ -13,8 +13,6 @@ Writes docs/benchmarks/engine-shapes.{json,md}; the worker's defaults come from 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -28,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engines_cpu import load, machine  # noqa: E402
+from engines_cpu import bench_arguments, load, machine, open_bench_student, write_report  # noqa: E402
 
 ROW_LIMITS = (8, 32, 128)
 TOKEN_BUDGETS = (128, 256, 512, 1024, 2048, 4096)
@@ -36,12 +34,7 @@ WINDOWS = (32, 128, 512)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-engines")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser = bench_arguments(__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--n", type=int, default=2048)
     args = parser.parse_args()
@@ -49,12 +42,8 @@ def main() -> None:
     import onnxruntime
 
     from engines.base import EngineOptions, load_engine
-    from engines.registry import Registry
 
-    registry = Registry(str(args.work / "registry"))
-    if not registry.has("bench-student", "dailydialog-e1"):
-        sys.exit("run benchmarks/engines_cpu.py first: it trains and registers the benchmark student")
-    bundle = registry.open("bench-student", "dailydialog-e1")
+    bundle = open_bench_student(args.work)
     utterances, _, _ = load(args.data)
     texts = [u["text"] for u in utterances.values() if u["split"] == "test"][: args.n]
     configs = [("rows", r, None) for r in ROW_LIMITS] + [("tokens", 256, t) for t in TOKEN_BUDGETS]
@@ -97,10 +86,7 @@ def main() -> None:
         "rounds": args.rounds,
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine-shapes.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "engine-shapes.md").write_text(render(report))
-    print(render(report))
+    write_report(args.out, "engine-shapes", report, render(report))
 
 
 def render(r: dict) -> str:

@@ -149,13 +149,39 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+MODEL, VERSION = "bench-student", "dailydialog-e1"
+"""The benchmark student this script trains and registers; the other engine and worker benchmarks use it."""
+
+
+def bench_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every benchmark on the bench student shares: --data, --work, --out."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-engines")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    return parser
+
+
+def open_bench_student(work: Path):  # type: ignore[no-untyped-def]
+    """The registered bench student, or exit with how to make it."""
+    from engines.registry import Registry
+
+    registry = Registry(str(work / "registry"))
+    if not registry.has(MODEL, VERSION):
+        sys.exit("run benchmarks/engines_cpu.py first: it trains and registers the benchmark student")
+    return registry.open(MODEL, VERSION)
+
+
+def write_report(out: Path, name: str, report: dict, text: str) -> None:
+    """docs/benchmarks/<name>.json and .md, and the markdown on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{name}.md").write_text(text)
+    print(text)
+
+
+def main() -> None:
+    parser = bench_arguments(__doc__)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -180,14 +206,14 @@ def main() -> None:
     results.setdefault("train_seconds", read_manifest(ckpt).training.metrics.get("train_seconds"))
     registry = Registry(str(args.work / "registry"))
     test = [(u["text"], gold[i]) for i, u in utterances.items() if u["split"] == "test" and i in gold]
-    if not registry.has("bench-student", "dailydialog-e1"):
+    if not registry.has(MODEL, VERSION):
         sample = [{"text": t, "gold": g} for t, g in test[:300]]
         registry.put(build_bundle(ckpt, registry.staging_dir(), sample))
-    bundle = registry.open("bench-student", "dailydialog-e1")
+    bundle = registry.open(MODEL, VERSION)
     if not any(r.precision == "int8" for r in bundle.engine_records()):
         build_onnxruntime(bundle, registry, "fp32")
         build_onnxruntime(bundle, registry, "int8")
-        bundle = registry.open("bench-student", "dailydialog-e1")
+        bundle = registry.open(MODEL, VERSION)
     texts, truths = [t for t, _ in test], [g for _, g in test]
     if "accuracy" not in results:
         results["accuracy"] = {p: score(bundle, p, texts, truths, labels) for p in ("fp32", "int8")}
@@ -210,10 +236,7 @@ def main() -> None:
         "accuracy": results["accuracy"],
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engines-cpu.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "engines-cpu.md").write_text(render(report))
-    print(render(report))
+    write_report(args.out, "engines-cpu", report, render(report))
 
 
 def render(report: dict) -> str:

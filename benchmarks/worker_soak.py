@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engines_cpu import machine  # noqa: E402
+from engines_cpu import bench_arguments, machine, open_bench_student  # noqa: E402
 from worker_e2e import MODEL, PORT, VERSION, RssSampler, test_texts, wait_ready  # noqa: E402
 
 
@@ -58,7 +58,6 @@ def varied(rows: list[dict], n: int, seed: int) -> list:
 
 async def main_async(args: argparse.Namespace) -> dict:
     from engines.pointer import PointerStore
-    from engines.registry import Registry
     from parley.clients import redis_client
     from parley.connections import KafkaSettings, RedisSettings, TopicSettings
     from stream.contracts import UtteranceLabels
@@ -66,10 +65,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     from stream.tail import read
     from stream.topics import delete_topics, ensure_topics, parley_topics
 
-    registry = Registry(str(args.work / "registry"))
-    if not registry.has(MODEL, VERSION):
-        sys.exit("run benchmarks/engines_cpu.py first: it trains and registers the benchmark student")
-    bundle = registry.open(MODEL, VERSION)
+    bundle = open_bench_student(args.work)
     int8 = next(r for r in bundle.engine_records() if r.precision == "int8")
     kafka, redis = KafkaSettings(), RedisSettings(key_prefix=f"parley-soak-{uuid.uuid4().hex[:6]}:")
     client = redis_client(redis)
@@ -88,7 +84,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         **os.environ,
         "PARLEY_REDIS_KEY_PREFIX": redis.key_prefix,
         "PARLEY_WORKER_MODEL": MODEL,
-        "PARLEY_WORKER_REGISTRY_URI": registry.uri,
+        "PARLEY_WORKER_REGISTRY_URI": str(args.work / "registry"),
         "PARLEY_WORKER_CONSUMER_GROUP": f"soak-{run}",
         "PARLEY_TOPIC_UTTERANCES": topics.utterances,
         "PARLEY_TOPIC_UTTERANCE_LABELS": topics.utterance_labels,
@@ -197,12 +193,7 @@ def render(r: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dailydialog")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-engines")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser = bench_arguments(__doc__)
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--minutes", type=float, default=10)
     args = parser.parse_args()
