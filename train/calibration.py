@@ -3,9 +3,10 @@
 LLM label probabilities are over-confident (on ../shared/data's DailyDialog sentiment the ensemble's
 median top score is 0.94), and each prompt is over-confident in its own way. Before the prompts are
 averaged, each prompt's scores of each task get one temperature T, fitted on the utterances the human
-budget labels: p' ∝ exp(log p / T), T chosen on a log grid to minimise the negative log-likelihood of
-the gold labels. Only the budget's labels are used, so the calibration costs no extra annotation, and
-it changes the ensemble's scale, never any prompt's ranking of the labels of one utterance.
+budget labels: p' ∝ exp(log p / T), T chosen to minimise the negative log-likelihood of the gold
+labels (the same search as the student's own temperature scaling). Only the budget's labels are
+used, so the calibration costs no extra annotation, and it changes the ensemble's scale, never any
+prompt's ranking of the labels of one utterance.
 """
 
 from __future__ import annotations
@@ -14,30 +15,22 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from train import evaluate
 from train.data import Dataset
 
-TEMPERATURES = np.exp(np.linspace(np.log(0.2), np.log(20.0), 61))
 EPS = 1e-4
 
 
-def _tempered(log_p: np.ndarray, temperature: float) -> np.ndarray:
-    z = log_p / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
-    return out
+def _floored(scores: np.ndarray) -> np.ndarray:
+    """Rows normalised to sum to 1, with a floor: a prompt's 0 (a label outside its top-k) is not -inf."""
+    floored: np.ndarray = np.clip(scores / np.clip(scores.sum(1, keepdims=True), EPS, None), EPS, None)
+    return floored
 
 
 def fit_temperature(scores: np.ndarray, gold: np.ndarray) -> float:
-    """The temperature (from :data:`TEMPERATURES`) that minimises the gold labels' NLL.
-
-    ``scores`` [N, C] a prompt's rows (need not sum to 1), ``gold`` [N] class indices."""
-    if scores.shape[0] == 0:
-        return 1.0
-    log_p = np.log(np.clip(scores / np.clip(scores.sum(1, keepdims=True), EPS, None), EPS, None))
-    rows = np.arange(len(gold))
-    losses = [-np.log(_tempered(log_p, t)[rows, gold] + 1e-12).mean() for t in TEMPERATURES]
-    return float(TEMPERATURES[int(np.argmin(losses))])
+    """The temperature that minimises the gold labels' NLL (train.evaluate.fit_temperature, the one
+    the student's calibration uses) on a prompt's floored rows: ``scores`` [N, C], ``gold`` [N]."""
+    return evaluate.fit_temperature(_floored(scores), gold)
 
 
 def calibrate_prompts(data: Dataset, human: Iterable[str]) -> tuple[Dataset, dict[str, dict[str, float]]]:
@@ -62,7 +55,7 @@ def calibrate_prompts(data: Dataset, human: Iterable[str]) -> tuple[Dataset, dic
         for uid, rows in by_id.items():
             out = {}
             for prompt, row in rows.items():
-                p = np.clip(np.asarray(row, dtype=np.float64), EPS, None)
-                out[prompt] = _tempered(np.log(p / p.sum())[None, :], temperatures[task][prompt])[0].tolist()
+                floored = _floored(np.asarray(row, dtype=np.float64)[None, :])
+                out[prompt] = evaluate.scale(floored, temperatures[task][prompt])[0].tolist()
             prompts[task][uid] = out
     return data.with_prompts(prompts), temperatures
