@@ -19,7 +19,7 @@ import structlog
 from engines.build import VerificationFailed, build_for_this_node
 from engines.errors import EngineError
 from engines.events import EngineFailed, EngineReady, ModelEvent, ModelTrained, decode_model_event
-from engines.node import NodeDevice, detect_node
+from engines.node import detect_node
 from engines.pointer import PointerStore
 from engines.promotion import backend_for, choose_engine
 from engines.publish import publish
@@ -29,10 +29,6 @@ from parley.clients import kafka_consumer, redis_client
 from parley.contracts import ContractError
 
 log = structlog.get_logger(__name__)
-
-
-def this_target(device: NodeDevice = "auto") -> str:
-    return detect_node(device).target
 
 
 @dataclass(frozen=True, slots=True)
