@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Final, Literal, Self
@@ -24,7 +25,7 @@ import numpy.typing as npt
 
 from engines.bundle import Bundle
 from engines.errors import EngineError
-from engines.tokenize import restore
+from engines.tokenize import Batch, restore
 
 Probabilities = dict[str, npt.NDArray[np.float32]]
 Feeds = dict[str, npt.NDArray[np.int64]]
@@ -51,8 +52,17 @@ class EngineOptions:
     max_tokens: int | None = None
     """Most padded tokens (rows × width) per engine call; None: only ``max_batch`` limits a call."""
     bucket: bool = True
+    max_padding: float | None = None
+    """With ``bucket``: most pad tokens per call as a share of its real tokens (0.5: half as many);
+    None: only ``max_batch`` and ``max_tokens`` cut calls. On a CPU a pad token costs what a real
+    one does (docs/benchmarks/engine-lanes.md)."""
     threads: int | None = None
-    """Intra-op threads (ONNX Runtime, torch); None lets the runtime decide."""
+    """Intra-op threads (ONNX Runtime, torch); None lets the runtime decide (1 per lane with lanes > 1)."""
+    lanes: int = 1
+    """Engine calls run at the same time, each from its own thread, for backends whose calls may
+    overlap (``Engine.concurrent_calls``; others run one call at a time). A batch is cut into at
+    least this many calls. On CPU, lanes of one thread each beat one call on every core: single-
+    threaded calls have no fork-join per operator (docs/benchmarks/engine-lanes.md)."""
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     engine_id: str | None = None
     """A specific compiled engine of the bundle (engines/<id>.json); None picks by backend and precision."""
@@ -62,6 +72,10 @@ class EngineOptions:
             raise EngineInputError(f"max_batch must be at least 1, got {self.max_batch}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise EngineInputError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if self.lanes < 1:
+            raise EngineInputError(f"lanes must be at least 1, got {self.lanes}")
+        if self.max_padding is not None and self.max_padding < 0:
+            raise EngineInputError(f"max_padding must be 0 or more, got {self.max_padding}")
 
 
 DEFAULT_OPTIONS: Final = EngineOptions()
@@ -78,6 +92,8 @@ class Engine(ABC):
     """A loaded bundle that turns texts into per-task label probabilities."""
 
     backend: ClassVar[str]
+    concurrent_calls: ClassVar[bool] = False
+    """True when ``_infer_impl`` may run on several threads at once (``EngineOptions.lanes``)."""
 
     def __init__(self, bundle: Bundle, options: EngineOptions = DEFAULT_OPTIONS) -> None:
         self.bundle = bundle
@@ -85,6 +101,9 @@ class Engine(ABC):
         self.tokenizer = bundle.tokenizer()
         self._tasks = bundle.tasks()
         self.active = False
+        self.lanes = options.lanes if self.concurrent_calls else 1
+        """Calls this engine runs at once: ``options.lanes``, or 1 where the backend cannot overlap."""
+        self._lanes: ThreadPoolExecutor | None = None
 
     @property
     def name(self) -> str:
@@ -95,10 +114,15 @@ class Engine(ABC):
     def activate(self) -> None:
         if not self.active:
             self._activate_impl()
+            if self.lanes > 1:
+                self._lanes = ThreadPoolExecutor(self.lanes, thread_name_prefix="parley-lane")
             self.active = True
 
     def deactivate(self) -> None:
         if self.active:
+            if self._lanes is not None:
+                self._lanes.shutdown(wait=True)
+                self._lanes = None
             self._deactivate_impl()
             self.active = False
 
@@ -125,14 +149,23 @@ class Engine(ABC):
         parts: dict[str, list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]] = {
             n: [] for n, _ in self._tasks
         }
-        for batch in self.tokenizer.batches(
+        # With lanes, every lane gets a call: rows are capped so a batch makes at least that many.
+        max_batch = min(self.options.max_batch, -(-len(texts) // self.lanes))
+        batches = self.tokenizer.batches(
             texts,
             contexts,
-            max_batch=self.options.max_batch,
+            max_batch=max_batch,
             max_tokens=self.options.max_tokens,
             bucket=self.options.bucket,
-        ):
-            logits = self._infer_impl(batch.feeds)
+            max_padding=self.options.max_padding,
+        )
+        calls: Iterable[tuple[Batch, dict[str, npt.NDArray[np.float32]]]]
+        if self._lanes is not None:
+            cut = list(batches)
+            calls = zip(cut, self._lanes.map(self._infer_impl, [b.feeds for b in cut]), strict=True)
+        else:
+            calls = ((b, self._infer_impl(b.feeds)) for b in batches)
+        for batch, logits in calls:
             for name, n_labels in self._tasks:
                 got = logits.get(name)
                 if got is None or got.shape != (len(batch.indices), n_labels):

@@ -252,6 +252,13 @@ def verify(
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
 @click.option("--threads", type=int, default=None, help="Intra-op threads; the runtime decides by default.")
 @click.option(
+    "--lanes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Engine calls run side by side, one thread each unless --threads (ONNX Runtime).",
+)
+@click.option(
     "--batch", "batches", multiple=True, type=int, help="Batch sizes (repeatable); 1 8 32 128 by default."
 )
 @click.option(
@@ -271,6 +278,7 @@ def bench(
     precision: str,
     device: str,
     threads: int | None,
+    lanes: int,
     batches: tuple[int, ...],
     texts: Path | None,
     limit: int,
@@ -285,7 +293,7 @@ def bench(
 
     bundle = _open(ctx, model, version)
     sample = [r["text"] for r in read_sample_rows(texts)][:limit]
-    options = EngineOptions(device=device, precision=precision, threads=threads)  # type: ignore[arg-type]
+    options = EngineOptions(device=device, precision=precision, threads=threads, lanes=lanes)  # type: ignore[arg-type]
     rows = run_bench(bundle, backend, options, sample, batches or (1, 8, 32, 128), min_seconds=seconds)
     table = Table("backend", "batch", "bucketed", "utt/s", "p50 ms", "p99 ms", "peak RSS MB")
     for r in rows:

@@ -20,7 +20,10 @@ node never has to guess. With ``auto``:
 from __future__ import annotations
 
 import importlib.util
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import structlog
@@ -113,3 +116,19 @@ def detect_node(device: NodeDevice = "auto", *, cudart: Any | None = None) -> No
         tensorrt_version=version,
         gpu_name=name,
     )
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's CPU
+    limit), rounded up. The default number of engine lanes."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(cpus, 1)

@@ -109,15 +109,19 @@ class Tokenizer:
         max_batch: int,
         max_tokens: int | None = None,
         bucket: bool = True,
+        max_padding: float | None = None,
     ) -> Iterator[Batch]:
         """Padded batches of at most ``max_batch`` rows and, with ``max_tokens``, at most that many
         padded tokens (rows × width; a single longer row still makes a batch of one). With
         ``bucket``, rows of similar length go together, so a token budget buys many short rows or a
-        few long ones and every engine call does about the same work."""
+        few long ones and every engine call does about the same work. With ``max_padding``, a call
+        also ends before its padding would exceed that share of its real tokens (0.5: at most half
+        as many pad tokens as real ones), so a few texts of mixed lengths are not all padded to the
+        longest."""
         encodings = self._encode(texts, pairs)
         lengths = [len(e.ids) for e in encodings]
         order = np.argsort(lengths, kind="stable") if bucket else np.arange(len(texts))
-        for idx in cut_batches(order, lengths, max_batch, max_tokens):
+        for idx in cut_batches(order, lengths, max_batch, max_tokens, max_padding):
             chosen = [encodings[i] for i in idx]
             sizes = np.array([lengths[i] for i in idx])
             real = np.arange(int(sizes.max())) < sizes[:, None]  # row-major: the ids in order
@@ -131,16 +135,28 @@ class Tokenizer:
 
 
 def cut_batches(
-    order: npt.NDArray[np.int64], lengths: Sequence[int], max_batch: int, max_tokens: int | None
+    order: npt.NDArray[np.int64],
+    lengths: Sequence[int],
+    max_batch: int,
+    max_tokens: int | None,
+    max_padding: float | None = None,
 ) -> Iterator[npt.NDArray[np.int64]]:
-    """Consecutive runs of ``order``: at most ``max_batch`` rows, and (rows × longest) ≤ ``max_tokens``."""
-    start, width = 0, 0
+    """Consecutive runs of ``order``: at most ``max_batch`` rows, (rows × longest) ≤ ``max_tokens``,
+    and (rows × longest) ≤ (1 + ``max_padding``) × the run's real tokens. A run is cut only where
+    the next row would break a limit, and a single row is always a run."""
+    start, width, real = 0, 0, 0
     for end in range(len(order)):
-        width = max(width, lengths[order[end]])
-        rows = end - start + 1
-        if rows > max_batch or (max_tokens is not None and rows > 1 and rows * width > max_tokens):
+        length = lengths[order[end]]
+        grown, rows = max(width, length), end - start + 1
+        if rows > 1 and (
+            rows > max_batch
+            or (max_tokens is not None and rows * grown > max_tokens)
+            or (max_padding is not None and rows * grown > (1 + max_padding) * (real + length))
+        ):
             yield order[start:end].astype(np.int64)
-            start, width = end, lengths[order[end]]
+            start, width, real = end, length, length
+        else:
+            width, real = grown, real + length
     if start < len(order):
         yield order[start:].astype(np.int64)
 

@@ -49,7 +49,9 @@ _CPU_DISABLED_FUSIONS: Final = ["SkipLayerNormFusion"]
 def session(path: Path, options: EngineOptions) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.graph_optimization_level = _LEVELS[options.graph_optimization]
-    so.intra_op_num_threads = options.threads or 0
+    # Lanes run calls side by side: each gets one thread unless told otherwise (threads=0 would give
+    # every concurrent call the whole machine's pool to fight over).
+    so.intra_op_num_threads = options.threads or (1 if options.lanes > 1 else 0)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # ONNX Runtime's pool threads spin while they wait for work. Alone on a machine that buys a little;
@@ -78,6 +80,7 @@ def session(path: Path, options: EngineOptions) -> ort.InferenceSession:
 
 class OnnxRuntimeEngine(Engine):
     backend: ClassVar[str] = "onnxruntime"
+    concurrent_calls: ClassVar[bool] = True  # InferenceSession.run is thread-safe
 
     def __init__(self, bundle: Bundle, options: EngineOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(bundle, options)

@@ -117,3 +117,67 @@ def test_a_token_budget_must_be_positive() -> None:
     """max_tokens of 0 is refused with the value named."""
     with pytest.raises(EngineInputError, match="max_tokens must be at least 1, got 0"):
         EngineOptions(max_tokens=0)
+
+
+def test_lanes_run_calls_side_by_side_and_give_the_same_probabilities(engine, monkeypatch) -> None:
+    """With lanes, a batch is cut into at least that many calls, they run on the lane threads (two
+    at once, here), every row comes back in the caller's order, and the probabilities are those of
+    one call at a time."""
+    import threading
+
+    import numpy as np
+
+    texts = ["hi", "ok then", "word " * 30, "a b c d e f", "yes", "x " * 12, "thanks a lot", "no"] * 3
+    expected = engine.infer(texts)
+    laned = load_engine(engine.bundle, "onnxruntime", EngineOptions(max_batch=64, lanes=2))
+    assert laned.lanes == 2
+    seen: list[tuple[str, int]] = []
+    both_running = threading.Barrier(2, timeout=10)
+    original = laned._infer_impl
+
+    def recording(feeds):  # type: ignore[no-untyped-def]
+        seen.append((threading.current_thread().name, feeds["input_ids"].shape[0]))
+        if len(seen) <= 2:
+            both_running.wait()  # the first two calls are in flight together, or this times out
+        return original(feeds)
+
+    monkeypatch.setattr(laned, "_infer_impl", recording)
+    with laned:
+        got = laned.infer(texts)
+    assert len(seen) >= 2
+    assert sum(rows for _, rows in seen) == len(texts)
+    assert all(name.startswith("parley-lane") for name, _ in seen)
+    for task in expected:
+        np.testing.assert_allclose(got[task], expected[task], atol=1e-5)
+    assert laned._lanes is None  # the lane threads went with deactivate
+
+
+def test_lanes_are_one_for_a_backend_whose_calls_cannot_overlap(registered) -> None:
+    """A backend without concurrent calls (TensorRT: one execution context) runs one call at a
+    time whatever lanes says; lanes below one are refused."""
+    _, bundle = registered
+    cls = engine_class("onnxruntime")
+
+    class OneAtATime(cls):  # type: ignore[misc,valid-type]
+        concurrent_calls = False
+
+    assert OneAtATime(bundle, EngineOptions(lanes=4)).lanes == 1
+    with pytest.raises(EngineInputError, match="lanes must be at least 1, got 0"):
+        EngineOptions(lanes=0)
+
+
+def test_usable_cpus_follow_the_cgroup_quota(tmp_path) -> None:
+    """A container's CPU limit (cgroup v2 cpu.max) caps the lanes, rounded up; no limit, or no
+    cgroup file, leaves the process's CPU affinity."""
+    import os
+
+    from engines.node import usable_cpus
+
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == affinity
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == affinity
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text(f"{150000 * affinity} 100000\n")
+    assert usable_cpus(tmp_path) == affinity
