@@ -35,6 +35,7 @@ from mode import CrashingSupervisor
 
 from engines.base import EngineOptions
 from engines.events import EngineReady, decode_model_event
+from engines.node import usable_cpus
 from engines.pointer import PointerStore
 from engines.registry import Registry
 from parley.clients import kafka_ssl_context, redis_client
@@ -99,8 +100,10 @@ class Worker:
             bundle_path=settings.bundle_path,
             options=EngineOptions(
                 threads=settings.engine_threads,
+                lanes=settings.engine_lanes or usable_cpus(),
                 max_batch=settings.engine_max_batch,
                 max_tokens=settings.engine_max_tokens,
+                max_padding=settings.engine_max_padding,
             ),
             retry_s=settings.engine_retry_s,
         )

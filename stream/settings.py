@@ -79,7 +79,16 @@ class WorkerSettings(DeployableSettings):
     registry_uri: str = Field("./registry", min_length=1, description="Bundle registry (path or fsspec URL).")
     bundle_path: Path | None = Field(None, description="Serve this bundle directory and ignore the pointer.")
     engine_threads: int | None = Field(
-        None, ge=1, description="Inference threads; the runtime decides by default."
+        None,
+        ge=1,
+        description="Intra-op threads per engine call; by default the runtime decides, or 1 with lanes.",
+    )
+    engine_lanes: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Engine calls run side by side (backends that allow it: ONNX Runtime); by default "
+        "one per CPU this process may use (docs/benchmarks/engine-lanes.md).",
     )
     engine_max_batch: int = Field(
         128, ge=1, description="Most rows per engine call (batches are length-sorted first)."
@@ -89,6 +98,12 @@ class WorkerSettings(DeployableSettings):
         ge=1,
         description="Most padded tokens (rows × longest) per engine call (docs/benchmarks/engine-shapes.md); "
         "none: rows alone limit a call.",
+    )
+    engine_max_padding: float | None = Field(
+        0.25,
+        ge=0,
+        description="Most pad tokens per engine call as a share of its real tokens: a few texts of mixed "
+        "lengths are not all padded to the longest (docs/benchmarks/engine-lanes.md); none: no cap.",
     )
     pipeline_depth: int = Field(
         2, ge=1, le=16, description="Batches whose sends may be in flight while the next one is processed."
