@@ -116,13 +116,22 @@ class TopicSettings(BaseSettings):
     utterance_labels: str = Field("utterance-labels", description="Output: one labelled record per input.")
     utterances_dlq: str = Field("utterances-dlq", description="Rejected inputs with their reasons.")
     model_events: str = Field("model-events", description="model_trained / engine_ready events.")
+    labelling_queue: str = Field(
+        "labelling-queue", description="Utterances the workers chose for labelling (the learning loop)."
+    )
     partitions: int = Field(
         6, ge=1, description="Partitions of the utterance topics when parley creates them."
     )
     replication_factor: int = Field(1, ge=1, description="Replication factor when parley creates topics.")
 
     def all_names(self) -> list[str]:
-        return [self.utterances, self.utterance_labels, self.utterances_dlq, self.model_events]
+        return [
+            self.utterances,
+            self.utterance_labels,
+            self.utterances_dlq,
+            self.model_events,
+            self.labelling_queue,
+        ]
 
 
 class DeployableSettings(BaseSettings):

@@ -45,8 +45,11 @@ from stream.batching import next_batch
 from stream.contracts import DLQ_KEY_MAX_BYTES
 from stream.delivery import Delivery, Partition
 from stream.engine_holder import EngineHolder
+from stream.inference import Inference
+from stream.labelling_queue import LabellingTap
 from stream.metrics import WorkerMetrics
 from stream.processor import BatchProcessor, InRecord, Prepared, Topics
+from stream.selection import SelectionPolicy, Selector
 from stream.settings import WorkerSettings
 from stream.state import ConversationStore
 from stream.web import WebServer
@@ -186,16 +189,21 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Worker]:
     async def fatal(exc: BaseException) -> None:
         await app.crash(exc)
 
+    inference = Inference()  # the engine's one thread, shared with the labelling tap
     worker.processor = BatchProcessor(
         engines=worker.engines,
         store=worker.store,
         publish=publish,
-        topics=Topics(labels=topics.utterance_labels, dlq=topics.utterances_dlq),
+        topics=Topics(
+            labels=topics.utterance_labels, dlq=topics.utterances_dlq, labelling_queue=topics.labelling_queue
+        ),
         limits=settings.text_limits,
         metrics=worker.metrics,
         top_k=settings.top_k,
         worker_id=worker.instance,
         dlq_max_bytes=settings.max_record_bytes - DLQ_KEY_MAX_BYTES - _RECORD_FRAMING_BYTES,
+        inference=inference,
+        tap=_labelling_tap(settings, worker, inference) if settings.select_share > 0 else None,
     )
     delivery = worker.delivery = Delivery(
         commit=commit,
@@ -289,6 +297,25 @@ async def _follow_model_events(settings: WorkerSettings, worker: Worker) -> None
             log.warning("following model-events failed; trying again", error=str(exc)[:300], retry_in_s=wait)
         await asyncio.sleep(wait)
         wait = min(wait * 2, 30.0)
+
+
+def _labelling_tap(settings: WorkerSettings, worker: Worker, inference: Inference) -> LabellingTap:
+    policy = SelectionPolicy(
+        share=settings.select_share,
+        min_score=settings.select_min_score,
+        quota_per_class=settings.select_quota_per_class,
+        quota_window_s=settings.select_quota_window_s,
+    )
+    return LabellingTap(
+        Selector(policy),
+        engines=worker.engines,
+        inference=inference,
+        store=worker.store,
+        metrics=worker.metrics,
+        top_k=settings.top_k,
+        disagreement_s=settings.select_disagreement_s,
+        worker_id=worker.instance,
+    )
 
 
 def _in_record(event: Any) -> InRecord:

@@ -1,4 +1,5 @@
-"""The messages of the topics stream/ owns: ``utterances``, ``utterance-labels``, ``utterances-dlq``.
+"""The messages of the topics stream/ owns: ``utterances``, ``utterance-labels``, ``utterances-dlq``,
+``labelling-queue``.
 
 Every message is JSON in UTF-8, keyed by ``conversation_id`` (so a conversation stays ordered on one
 partition) and carries ``schema_version``. Inputs are decoded with :func:`decode_utterance`, which
@@ -253,10 +254,60 @@ class DlqRecord(_Message):
         return self.original_key
 
 
+class PreviousTurn(_Message):
+    """A turn before the selected utterance, as the worker's conversation state kept it."""
+
+    utterance_id: str
+    text: str
+
+
+class SelectionScores(_Message):
+    """Why the worker chose an utterance for labelling (stream/selection.py); each score in [0, 1]."""
+
+    score: float = Field(ge=0.0, le=1.0, description="What the choice ranked by: the largest of the three.")
+    reason: Literal["uncertain", "rare", "disagreement"] = Field(description="Which score was the largest.")
+    task: str = Field(
+        description="The task that gave the largest score; its predicted label counts to its quota."
+    )
+    uncertainty: dict[str, float] = Field(description="Per task: 1 − (top probability − second).")
+    rarity: dict[str, float] = Field(
+        description="Per task: how much rarer than uniform the predicted label has been (0: as common "
+        "or more)."
+    )
+    disagreement: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Share of tasks whose top label the previous engine gave differently.",
+    )
+
+
+class LabellingCandidate(_Message):
+    """An utterance the worker chose for labelling: one message on ``labelling-queue``."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    conversation_id: Identifier
+    utterance_id: Identifier
+    turn: int | None = Field(None, ge=0)
+    speaker: str | None = None
+    text: str
+    context: list[PreviousTurn] = Field(
+        default_factory=list, description="The turns before it that Redis still held, oldest first."
+    )
+    predictions: dict[str, TaskPrediction] = Field(
+        min_length=1, description="The serving engine's, per task."
+    )
+    scores: SelectionScores
+    model: ModelRef
+    selected_at: AwareDatetime
+    worker: str | None = Field(None, description="The worker instance that chose it.")
+
+
 STREAM_CONTRACTS: Final[dict[str, type[BaseModel]]] = {
     "utterances": Utterance,
     "utterance-labels": UtteranceLabels,
     "utterances-dlq": DlqRecord,
+    "labelling-queue": LabellingCandidate,
 }
 
 

@@ -95,6 +95,8 @@ class EngineHolder:
         self.retry_s = retry_s
         self.current: Serving | None = None
         self.previous: Serving | None = None
+        self.swapped_at: float | None = None
+        """time.monotonic() of the last swap (stream.labelling_queue compares the two engines after it)."""
         self._pending: Serving | None = None
         self._wanted: EngineKey | None = None
         self._loader: asyncio.Task[None] | None = None
@@ -249,6 +251,7 @@ class EngineHolder:
         if self.previous is not None:
             self.previous.engine.deactivate()
         self.previous, self.current, self._pending = self.current, self._pending, None
+        self.swapped_at = time.monotonic()
         assert self.current is not None
         self.healthy = True
         self.on_event("swap")

@@ -95,6 +95,28 @@ class WorkerMetrics:
             ["task"],
             registry=r,
         )
+        self.selection_considered = Counter(
+            "parley_selection_considered",
+            "Labelled utterances in the share considered for labelling.",
+            registry=r,
+        )
+        self.selection_chosen = Counter(
+            "parley_selection_chosen",
+            "Utterances sent to the labelling queue, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.selection_dropped = Counter(
+            "parley_selection_dropped",
+            "Considered utterances not sent: below the score, a near-duplicate, or over the class quota.",
+            ["why"],
+            registry=r,
+        )
+        self.selection_errors = Counter(
+            "parley_selection_errors",
+            "Batches whose selection failed (their outputs are sent all the same).",
+            registry=r,
+        )
 
     def forget_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop the per-partition series of partitions this worker no longer owns, so a revoked

@@ -46,6 +46,7 @@ from stream.contracts import (
 )
 from stream.engine_holder import EngineHolder, Serving
 from stream.inference import EngineBroken, Inference
+from stream.labelling_queue import LabellingTap
 from stream.metrics import WorkerMetrics
 from stream.predictions import batch_predictions, encode_labels, sentiment_scores, timestamp
 from stream.state import UNAVAILABLE, ConversationStore, StateUpdate, Turn, context_for
@@ -116,6 +117,7 @@ class Prepared:
 class Topics:
     labels: str
     dlq: str
+    labelling_queue: str | None = None
 
 
 def _internal(where: str, exc: BaseException) -> list[Rejection]:
@@ -145,6 +147,7 @@ class BatchProcessor:
         worker_id: str | None = None,
         dlq_max_bytes: int = DLQ_DEFAULT_MAX_BYTES,
         broken_retry_s: float = 5.0,
+        tap: LabellingTap | None = None,
     ) -> None:
         self.engines = engines
         self.store = store
@@ -159,6 +162,8 @@ class BatchProcessor:
         self.worker_id = worker_id
         self.dlq_max_bytes = dlq_max_bytes
         self.broken_retry_s = broken_retry_s
+        self.tap = tap
+        """Chooses utterances for the labelling queue (stream.labelling_queue); None: selection off."""
         self._short_context_warned = False
         self._reported: Serving | None = None
         self._awaiting_emit = 0
@@ -216,6 +221,8 @@ class BatchProcessor:
             list(prepared.dlq),
             prepared.report,
         )
+        # Candidates first: their context is the conversation's state before this batch's turns.
+        candidates = await self._candidates(serving, labelled, probs) if self.tap is not None else []
         states = await self._update_state(serving, labelled, probs)
         if not still_ours():
             return Sent([], report, abandoned=True)
@@ -244,6 +251,9 @@ class BatchProcessor:
                 await self.publish(self.topics.labels, item.utterance.conversation_id.encode(), value)
             )
             report.labelled += 1
+        if self.topics.labelling_queue:
+            for key, value in candidates:
+                acks.append(await self.publish(self.topics.labelling_queue, key, value))
         for record, rejections in dlq:
             dead = self._dead_letter(record, rejections)
             acks.append(await self.publish(self.topics.dlq, dead.kafka_key, encode(dead)))
@@ -369,6 +379,22 @@ class BatchProcessor:
         self.metrics.state_available.set(1 if self.store.available else 0)
         self.metrics.state_backlog.set(self.store.backlog)
         return states
+
+    async def _candidates(
+        self, serving: Serving, labelled: list[tuple[int, _Valid]], probs: Probabilities
+    ) -> list[tuple[bytes, bytes]]:
+        """The labelling queue's messages for this batch; a failure costs the batch its candidates,
+        never its outputs."""
+        assert self.tap is not None
+        try:
+            pairs = [(row, v.utterance) for row, v in labelled]
+            return await self.tap.candidates(serving, pairs, probs, datetime.now(UTC))
+        except Exception as exc:
+            self.metrics.selection_errors.inc()
+            log.warning(
+                "choosing utterances for labelling failed", error=f"{type(exc).__name__}: {exc}"[:300]
+            )
+            return []
 
     # -- 5 outputs ----------------------------------------------------------------------------------
     def _dead_letter(self, record: InRecord, rejections: list[Rejection]) -> DlqRecord:

@@ -105,6 +105,26 @@ class WorkerSettings(DeployableSettings):
         description="Most pad tokens per engine call as a share of its real tokens: a few texts of mixed "
         "lengths are not all padded to the longest (docs/benchmarks/engine-lanes.md); none: no cap.",
     )
+    select_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of labelled utterances considered for the labelling queue (the learning loop); "
+        "0, the default, turns selection off (docs/loop.md).",
+    )
+    select_min_score: float = Field(
+        0.5, ge=0, le=1, description="Least selection score (uncertainty, rarity or disagreement) sent."
+    )
+    select_quota_per_class: int = Field(
+        100, ge=1, description="Most utterances sent per (task, predicted label) per quota window."
+    )
+    select_quota_window_s: float = Field(3600.0, gt=0, description="Length of the quota window.")
+    select_disagreement_s: float = Field(
+        600.0,
+        ge=0,
+        description="After an engine swap, how long the previous engine also labels the considered share, "
+        "so that utterances the two label differently are sent.",
+    )
     pipeline_depth: int = Field(
         2, ge=1, le=16, description="Batches whose sends may be in flight while the next one is processed."
     )

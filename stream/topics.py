@@ -40,7 +40,7 @@ class TopicStatus:
 
 
 def parley_topics(topics: TopicSettings) -> list[TopicSpec]:
-    """parley's four topics (docs/contracts.md) with the configured names and partition counts."""
+    """parley's five topics (docs/contracts.md) with the configured names and partition counts."""
     rf = topics.replication_factor
     return [
         TopicSpec(topics.utterances, topics.partitions, rf),
@@ -49,6 +49,10 @@ def parley_topics(topics: TopicSettings) -> list[TopicSpec]:
         TopicSpec(topics.utterances_dlq, topics.partitions, rf, {"retention.ms": str(14 * 24 * 3600 * 1000)}),
         # Few events, and every consumer wants them in one global order.
         TopicSpec(topics.model_events, 1, rf, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        # Chosen utterances wait here until the labeller reads them: days, not hours.
+        TopicSpec(
+            topics.labelling_queue, topics.partitions, rf, {"retention.ms": str(14 * 24 * 3600 * 1000)}
+        ),
     ]
 
 

@@ -30,6 +30,7 @@ async def test_topics_are_created_with_their_partitions_and_creating_again_is_ha
         utterance_labels=unique_name("out"),
         utterances_dlq=unique_name("dlq"),
         model_events=unique_name("events"),
+        labelling_queue=unique_name("queue"),
         partitions=4,
     )
     specs = parley_topics(names)
@@ -40,9 +41,10 @@ async def test_topics_are_created_with_their_partitions_and_creating_again_is_ha
             (names.utterance_labels, 4, True),
             (names.utterances_dlq, 4, True),
             (names.model_events, 1, True),
+            (names.labelling_queue, 4, True),
         ]
         again = await ensure_topics(kafka_settings, specs)
-        assert [s.created for s in again] == [False] * 4
+        assert [s.created for s in again] == [False] * 5
         assert await partitions_of(kafka_settings, names.utterances) == [0, 1, 2, 3]
     finally:
         await delete_topics(kafka_settings, names.all_names())

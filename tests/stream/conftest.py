@@ -147,7 +147,7 @@ class WorkerProcess:
 async def worker_topics(
     kafka_settings: KafkaSettings, unique_name: Callable[[str], str], request: pytest.FixtureRequest
 ) -> Iterator[TopicSettings]:
-    """The worker's four topics, unique to the test; 3 partitions unless the test is marked
+    """The worker's five topics, unique to the test; 3 partitions unless the test is marked
     ``@pytest.mark.partitions(n)``."""
     marker = request.node.get_closest_marker("partitions")
     names = TopicSettings(
@@ -155,6 +155,7 @@ async def worker_topics(
         utterance_labels=unique_name("out"),
         utterances_dlq=unique_name("dlq"),
         model_events=unique_name("events"),
+        labelling_queue=unique_name("queue"),
         partitions=marker.args[0] if marker else 3,
     )
     await ensure_topics(kafka_settings, parley_topics(names))
@@ -238,6 +239,7 @@ def worker_factory(
             "PARLEY_TOPIC_UTTERANCE_LABELS": worker_topics.utterance_labels,
             "PARLEY_TOPIC_UTTERANCES_DLQ": worker_topics.utterances_dlq,
             "PARLEY_TOPIC_MODEL_EVENTS": worker_topics.model_events,
+            "PARLEY_TOPIC_LABELLING_QUEUE": worker_topics.labelling_queue,
             "PARLEY_WORKER_CONSUMER_GROUP": group,
             "PARLEY_WORKER_REGISTRY_URI": registry,
             "PARLEY_WORKER_MODEL": "demo-student",

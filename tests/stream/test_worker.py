@@ -80,6 +80,9 @@ async def test_every_utterance_gets_exactly_one_output_in_conversation_order(
         assert [o.state.turn_count for o in outs] == list(range(1, 16)), cid
         assert all(o.state.available and o.model.version == "demo-1" for o in outs)
         assert set(outs[0].predictions) == {"intent", "sentiment", "dialogue_act"}
+    # Selection for labelling is off by default: nothing on the queue.
+    queue = read(kafka_settings, worker_topics.labelling_queue, start="beginning", idle_timeout_s=1.0)
+    assert [r async for r in queue] == []
     assert worker.stop() == 0  # SIGTERM: a clean stop
 
 
