@@ -116,7 +116,9 @@ class RssSampler:
         return {"max_mb": round(max(mb), 1), "last_mb": round(mb[-1], 1), "samples": len(mb)}
 
 
-async def outputs_for(kafka, topic: str, start: dict[int, int] | str, wanted: set[str], timeout_s: float) -> list:
+async def outputs_for(
+    kafka, topic: str, start: dict[int, int] | str, wanted: set[str], timeout_s: float
+) -> list:
     """UtteranceLabels for every wanted utterance (first of each), read from ``start``."""
     from stream.contracts import UtteranceLabels
     from stream.tail import read
