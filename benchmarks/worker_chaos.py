@@ -149,6 +149,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         utterance_labels=f"chaos-out-{run}",
         utterances_dlq=f"chaos-dlq-{run}",
         model_events=f"chaos-events-{run}",
+        labelling_queue=f"chaos-queue-{run}",
         partitions=3,
     )
     await ensure_topics(kafka, parley_topics(topics))

@@ -347,6 +347,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         utterance_labels=f"bench-out-{run}",
         utterances_dlq=f"bench-dlq-{run}",
         model_events=f"bench-events-{run}",
+        labelling_queue=f"bench-queue-{run}",
         partitions=3,
     )
     await ensure_topics(kafka, parley_topics(topics))

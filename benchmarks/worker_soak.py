@@ -77,6 +77,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         utterance_labels=f"soak-out-{run}",
         utterances_dlq=f"soak-dlq-{run}",
         model_events=f"soak-events-{run}",
+        labelling_queue=f"soak-queue-{run}",
         partitions=3,
     )
     await ensure_topics(kafka, parley_topics(topics))
