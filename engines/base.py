@@ -53,14 +53,15 @@ class EngineOptions:
     """Most padded tokens (rows × width) per engine call; None: only ``max_batch`` limits a call."""
     bucket: bool = True
     max_padding: float | None = None
-    """With ``bucket``: most pad tokens per call as a share of its real tokens (0.5: half as many);
+    """Most pad tokens per call as a share of its real tokens (0.5: half as many; with ``bucket``
+    the rows are length-sorted first, so a cap cuts few calls);
     None: only ``max_batch`` and ``max_tokens`` cut calls. On a CPU a pad token costs what a real
     one does (docs/benchmarks/engine-lanes.md)."""
     threads: int | None = None
     """Intra-op threads (ONNX Runtime, torch); None lets the runtime decide (1 per lane with lanes > 1)."""
     lanes: int = 1
     """Engine calls run at the same time, each from its own thread, for backends whose calls may
-    overlap (``Engine.concurrent_calls``; others run one call at a time). A batch is cut into at
+    overlap (``Engine.concurrent_calls``), on a CPU; otherwise one call at a time. A batch is cut into at
     least this many calls. On CPU, lanes of one thread each beat one call on every core: single-
     threaded calls have no fork-join per operator (docs/benchmarks/engine-lanes.md)."""
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
@@ -101,8 +102,9 @@ class Engine(ABC):
         self.tokenizer = bundle.tokenizer()
         self._tasks = bundle.tasks()
         self.active = False
-        self.lanes = options.lanes if self.concurrent_calls else 1
-        """Calls this engine runs at once: ``options.lanes``, or 1 where the backend cannot overlap."""
+        self.lanes = options.lanes if self.concurrent_calls and options.device == "cpu" else 1
+        """Calls this engine runs at once: ``options.lanes`` on a CPU, 1 on a GPU (small calls would
+        only starve it) or where the backend cannot overlap calls."""
         self._lanes: ThreadPoolExecutor | None = None
 
     @property
@@ -160,9 +162,10 @@ class Engine(ABC):
             max_padding=self.options.max_padding,
         )
         calls: Iterable[tuple[Batch, dict[str, npt.NDArray[np.float32]]]]
-        if self._lanes is not None:
+        pool = self._lanes
+        if pool is not None:
             cut = list(batches)
-            calls = zip(cut, self._lanes.map(self._infer_impl, [b.feeds for b in cut]), strict=True)
+            calls = zip(cut, pool.map(self._infer_impl, [b.feeds for b in cut]), strict=True)
         else:
             calls = ((b, self._infer_impl(b.feeds)) for b in batches)
         for batch, logits in calls:

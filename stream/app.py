@@ -190,6 +190,7 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Worker]:
         await app.crash(exc)
 
     inference = Inference()  # the engine's one thread, shared with the labelling tap
+    worker.engines.retire = inference.retire
     worker.processor = BatchProcessor(
         engines=worker.engines,
         store=worker.store,

@@ -95,6 +95,9 @@ class EngineHolder:
         self.retry_s = retry_s
         self.current: Serving | None = None
         self.previous: Serving | None = None
+        self.retire: Callable[[Engine], None] = lambda engine: engine.deactivate()
+        """Frees an engine the holder no longer keeps. The worker routes it to the engine's own thread
+        (stream.inference), so an engine is never freed under a call still running on it."""
         self.swapped_at: float | None = None
         """time.monotonic() of the last swap (stream.labelling_queue compares the two engines after it)."""
         self._pending: Serving | None = None
@@ -249,7 +252,7 @@ class EngineHolder:
         if self._pending is None:
             return False
         if self.previous is not None:
-            self.previous.engine.deactivate()
+            self.retire(self.previous.engine)
         self.previous, self.current, self._pending = self.current, self._pending, None
         self.swapped_at = time.monotonic()
         assert self.current is not None

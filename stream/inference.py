@@ -19,7 +19,7 @@ from typing import Final
 import numpy as np
 import structlog
 
-from engines.base import Probabilities
+from engines.base import Engine, Probabilities
 from parley.contracts import RejectCode, Rejection
 from stream.engine_holder import Serving
 from stream.errors import StreamError
@@ -55,6 +55,10 @@ class Inference:
     ) -> Probabilities:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, serving.engine.infer, list(texts), contexts)
+
+    def retire(self, engine: Engine) -> None:
+        """Free ``engine`` on the engine thread, after every call already queued there."""
+        self._executor.submit(engine.deactivate)
 
     async def run(
         self, serving: Serving, texts: Sequence[str], contexts: Sequence[str | None] | None

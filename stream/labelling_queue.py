@@ -69,7 +69,8 @@ class LabellingTap:
         texts = [u.text for _, u in picks]
         mine = {task: p[rows] for task, p in probs.items()}
         previous = await self._previous_probs(serving, texts)
-        outcome = self.selector.choose(texts, mine, serving.labels, previous)
+        ids = [u.utterance_id for _, u in picks]
+        outcome = self.selector.choose(texts, mine, serving.labels, previous, ids)
         self.metrics.selection_considered.inc(len(picks))
         for why, n in outcome.dropped.items():
             self.metrics.selection_dropped.labels(why=why).inc(n)
@@ -138,8 +139,10 @@ class LabellingTap:
         previous, swapped_at = self.engines.previous, self.engines.swapped_at
         if previous is None or swapped_at is None or time.monotonic() - swapped_at > self.disagreement_s:
             return None
-        if previous.labels != serving.labels:
-            return None  # a new label set: nothing to compare
+        if previous.key == serving.key or previous.labels != serving.labels:
+            return None  # the same engine, or a new label set: nothing to compare
+        if previous.context_turns > 0 or serving.context_turns > 0:
+            return None  # the tap has no contexts to give it: without them it would disagree by design
         try:
             probs, _ = await self.inference.run(previous, texts, None)
         except EngineBroken:

@@ -113,7 +113,8 @@ class Selector:
         self.policy = policy
         self._clock = clock
         self._predicted: dict[str, np.ndarray] = {}
-        self._chosen_texts: OrderedDict[bytes, None] = OrderedDict()
+        self._chosen_texts: OrderedDict[bytes, str | None] = OrderedDict()
+        """Normalised text → the id of the utterance chosen for it (its replay is not a duplicate)."""
         self._quota: Counter[tuple[str, str]] = Counter()
         self._window_start = clock()
 
@@ -127,9 +128,11 @@ class Selector:
         probs: Probabilities,
         labels: dict[str, list[str]],
         previous: Probabilities | None = None,
+        ids: Sequence[str] | None = None,
     ) -> Outcome:
         """The utterances to send among ``texts`` (the considered rows; ``probs`` and ``previous``
-        hold exactly those rows), best first."""
+        hold exactly those rows, ``previous`` NaN where it failed), best first. With ``ids``, an
+        utterance chosen before (a replay after a rebalance) is chosen again, not a duplicate."""
         outcome = Outcome()
         n = len(texts)
         if n == 0:
@@ -141,7 +144,8 @@ class Selector:
         dis: np.ndarray | None = None
         differ: dict[str, np.ndarray] = {}
         if previous is not None:
-            differ = {t: previous[t].argmax(axis=1) != top[t] for t in tasks if t in previous}
+            answered = {t: np.isfinite(previous[t]).all(axis=1) for t in tasks if t in previous}
+            differ = {t: (previous[t].argmax(axis=1) != top[t]) & ok for t, ok in answered.items()}
             if differ:
                 dis = np.stack(list(differ.values())).mean(axis=0)
         scored: list[tuple[float, int, Reason, str]] = []
@@ -159,7 +163,8 @@ class Selector:
         self._roll_window()
         for score, i, reason, task in sorted(scored, key=lambda s: -s[0]):
             key = text_key(texts[i])
-            if key in self._chosen_texts:
+            uid = ids[i] if ids is not None else None
+            if key in self._chosen_texts and (uid is None or self._chosen_texts[key] != uid):
                 outcome.dropped["duplicate"] += 1
                 continue
             klass = (task, labels[task][int(top[task][i])])
@@ -167,7 +172,7 @@ class Selector:
                 outcome.dropped["quota"] += 1
                 continue
             self._quota[klass] += 1
-            self._remember(key)
+            self._remember(key, uid)
             outcome.chosen.append(
                 Choice(
                     row=i,
@@ -183,7 +188,9 @@ class Selector:
 
     def _rarity(self, task: str, predicted: np.ndarray, n_labels: int) -> np.ndarray:
         """Scores from the counts before this batch; the batch's predictions are counted after."""
-        counts = self._predicted.setdefault(task, np.zeros(n_labels, dtype=np.int64))
+        counts = self._predicted.get(task)
+        if counts is None or len(counts) != n_labels:  # first batch, or a new engine's label set
+            counts = self._predicted[task] = np.zeros(n_labels, dtype=np.int64)
         seen = int(counts.sum())
         if seen < self.policy.rarity_warmup:
             scores = np.zeros(len(predicted), dtype=np.float64)
@@ -198,7 +205,7 @@ class Selector:
             self._quota.clear()
             self._window_start = now
 
-    def _remember(self, key: bytes) -> None:
-        self._chosen_texts[key] = None
+    def _remember(self, key: bytes, uid: str | None) -> None:
+        self._chosen_texts[key] = uid
         if len(self._chosen_texts) > self.policy.dedupe_max:
             self._chosen_texts.popitem(last=False)

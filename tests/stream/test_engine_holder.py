@@ -226,3 +226,29 @@ def _version(value: bytes) -> str:
     from stream.contracts import UtteranceLabels
 
     return UtteranceLabels.model_validate_json(value).model.version
+
+
+async def test_the_engine_two_swaps_back_is_freed_on_the_engine_thread_after_its_calls(
+    demo_registry, engines
+) -> None:
+    """Three versions served in turn: the one two swaps back goes to ``retire`` (the worker's engine
+    thread, queued after any call still running on it, e.g. the labelling tap's), not freed in place."""
+    from stream.inference import Inference
+
+    holder = _Recording(demo_registry[0])
+    inference = Inference()
+    retired: list[tuple[str, str]] = []
+
+    def retire(engine: Any) -> None:
+        retired.append(next(s.key for s in holder.loaded if s.engine is engine))
+        inference.retire(engine)
+
+    holder.retire = retire
+    for key in ("v1", "v2", "v2-fp32"):
+        holder.want(engines[key])
+        await _loaded(holder)
+        holder.swap_if_ready()
+    assert retired == [engines["v1"]]
+    inference.close()  # runs what was queued on the engine thread
+    assert _active(holder) == {engines["v2"], engines["v2-fp32"]}
+    holder.close()

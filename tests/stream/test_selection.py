@@ -103,3 +103,30 @@ def test_disagreement_with_the_previous_engine_is_a_reason() -> None:
 def test_a_bad_policy_is_refused(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field if field in ("share", "min_score") else "positive"):
         SelectionPolicy(**{field: value})  # type: ignore[arg-type]
+
+
+def test_a_replayed_utterance_is_chosen_again_but_another_with_its_text_is_not() -> None:
+    """After a rebalance a batch may come back: its chosen utterance is chosen again (its first
+    send may never have happened); a different utterance with the same text stays a duplicate."""
+    selector = Selector(SelectionPolicy(share=1.0, min_score=0.0, rarity_warmup=10**9))
+    p = probs([[0.4, 0.3, 0.3]], [[0.5, 0.5]])
+    assert len(selector.choose(["thank you"], p, LABELS, ids=["u1"]).chosen) == 1
+    assert len(selector.choose(["thank you"], p, LABELS, ids=["u1"]).chosen) == 1
+    assert selector.choose(["Thank you!"], p, LABELS, ids=["u2"]).dropped["duplicate"] == 1
+
+
+def test_a_new_label_set_restarts_the_rarity_counts() -> None:
+    """An engine with more labels for a task (a swap) does not break the counts of the old one."""
+    selector = Selector(SelectionPolicy(share=1.0, min_score=0.9, rarity_warmup=2))
+    selector.choose(["a", "b"], probs([[0.98, 0.01, 0.01]] * 2, [[0.99, 0.01]] * 2), LABELS)
+    wider = {**LABELS, "sentiment": ["negative", "neutral", "positive", "mixed"]}
+    p = {"sentiment": np.array([[0.01, 0.01, 0.01, 0.97]], dtype=np.float32), "act": np.array([[0.99, 0.01]])}
+    outcome = selector.choose(["c"], p, wider)
+    assert outcome.chosen == []  # counts restarted: in warm-up again, nothing is rare yet
+
+
+def test_a_row_the_previous_engine_failed_is_no_disagreement() -> None:
+    selector = Selector(SelectionPolicy(share=1.0, min_score=0.5, rarity_warmup=10**9))
+    now = probs([[0.98, 0.01, 0.01]], [[0.99, 0.01]])
+    failed = {t: np.full_like(v, np.nan) for t, v in now.items()}
+    assert selector.choose(["x"], now, LABELS, previous=failed).chosen == []
