@@ -164,6 +164,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "PARLEY_TOPIC_UTTERANCE_LABELS": topics.utterance_labels,
         "PARLEY_TOPIC_UTTERANCES_DLQ": topics.utterances_dlq,
         "PARLEY_TOPIC_MODEL_EVENTS": topics.model_events,
+        "PARLEY_TOPIC_LABELLING_QUEUE": topics.labelling_queue,
         "PARLEY_WORKER_LOG_FORMAT": "json",
         "PARLEY_WORKER_SESSION_TIMEOUT_S": "10",
     }
