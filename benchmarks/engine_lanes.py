@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engines_cpu import bench_arguments, load, machine, open_bench_student, write_report  # noqa: E402
+from engines_cpu import (  # noqa: E402
+    bench_arguments,
+    interleaved_rates,
+    load,
+    machine,
+    open_bench_student,
+    write_report,
+)
 
 # (lanes, threads per call, padding cap); threads None: ONNX Runtime's default (one per physical
 # core); cap None: calls cut by rows and tokens only.
@@ -81,30 +85,10 @@ def main() -> None:
         )
         for lanes, threads, padding in CONFIGS
     }
-    for engine in engines.values():
-        engine.activate()
-        engine.infer(texts[:256])
-    times: dict[tuple[int, int, int | None, float | None], list[float]] = {}
-    for round_ in range(args.rounds):
-        for window in WINDOWS:
-            for key, engine in engines.items():
-                t0 = time.perf_counter()
-                for start in range(0, len(texts), window):
-                    engine.infer(texts[start : start + window])
-                times.setdefault((window, *key), []).append(time.perf_counter() - t0)
-        print(f"round {round_ + 1}/{args.rounds} done", flush=True)
-    for engine in engines.values():
-        engine.deactivate()
+    rates = interleaved_rates(engines, texts, WINDOWS, args.rounds)
     rows = [
-        {
-            "window": window,
-            "lanes": lanes,
-            "threads": threads,
-            "max_padding": padding,
-            "utterances_per_s": round(len(texts) / float(np.median(ts)), 1),
-            "spread": [round(len(texts) / max(ts), 1), round(len(texts) / min(ts), 1)],
-        }
-        for (window, lanes, threads, padding), ts in times.items()
+        {"window": window, "lanes": lanes, "threads": threads, "max_padding": padding, **rate}
+        for (window, lanes, threads, padding), rate in rates.items()
     ]
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

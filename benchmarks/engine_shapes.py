@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engines_cpu import bench_arguments, load, machine, open_bench_student, write_report  # noqa: E402
+from engines_cpu import (  # noqa: E402
+    bench_arguments,
+    interleaved_rates,
+    load,
+    machine,
+    open_bench_student,
+    write_report,
+)
 
 ROW_LIMITS = (8, 32, 128)
 TOKEN_BUDGETS = (128, 256, 512, 1024, 2048, 4096)
@@ -53,28 +57,10 @@ def main() -> None:
         )
         for kind, rows, tokens in configs
     }
-    for engine in engines.values():
-        engine.activate()
-        engine.infer(texts[:64])
-    times: dict[tuple[int, str, int, int | None], list[float]] = {}
-    for round_ in range(args.rounds):
-        for window in WINDOWS:
-            for key, engine in engines.items():
-                t0 = time.perf_counter()
-                for start in range(0, len(texts), window):
-                    engine.infer(texts[start : start + window])
-                times.setdefault((window, *key), []).append(time.perf_counter() - t0)
-        print(f"round {round_ + 1}/{args.rounds} done", flush=True)
+    rates = interleaved_rates(engines, texts, WINDOWS, args.rounds)
     rows = [
-        {
-            "window": window,
-            "limit": kind,
-            "max_batch": max_batch,
-            "max_tokens": max_tokens,
-            "utterances_per_s": round(len(texts) / float(np.median(ts)), 1),
-            "spread": [round(len(texts) / max(ts), 1), round(len(texts) / min(ts), 1)],
-        }
-        for (window, kind, max_batch, max_tokens), ts in sorted(times.items(), key=lambda kv: str(kv[0]))
+        {"window": window, "limit": kind, "max_batch": max_batch, "max_tokens": max_tokens, **rate}
+        for (window, kind, max_batch, max_tokens), rate in sorted(rates.items(), key=lambda kv: str(kv[0]))
     ]
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

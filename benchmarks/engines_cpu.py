@@ -172,6 +172,34 @@ def open_bench_student(work: Path):  # type: ignore[no-untyped-def]
     return registry.open(MODEL, VERSION)
 
 
+def interleaved_rates(engines: dict, texts: list[str], windows: tuple[int, ...], rounds: int) -> dict:
+    """Each engine labels ``texts`` arriving ``window`` at a time, for every window, ``rounds`` times,
+    interleaved with the others so that a noisy neighbour hits all alike. Per (window, *key):
+    {"utterances_per_s": the median round, "spread": [slowest, fastest]}."""
+    for engine in engines.values():
+        engine.activate()
+        engine.infer(texts[:256])
+    times: dict[tuple, list[float]] = {}
+    for round_ in range(rounds):
+        for window in windows:
+            for key, engine in engines.items():
+                t0 = time.perf_counter()
+                for start in range(0, len(texts), window):
+                    engine.infer(texts[start : start + window])
+                times.setdefault((window, *key), []).append(time.perf_counter() - t0)
+        print(f"round {round_ + 1}/{rounds} done", flush=True)
+    for engine in engines.values():
+        engine.deactivate()
+    n = len(texts)
+    return {
+        k: {
+            "utterances_per_s": round(n / float(np.median(ts)), 1),
+            "spread": [round(n / max(ts), 1), round(n / min(ts), 1)],
+        }
+        for k, ts in times.items()
+    }
+
+
 def write_report(out: Path, name: str, report: dict, text: str) -> None:
     """docs/benchmarks/<name>.json and .md, and the markdown on stdout."""
     out.mkdir(parents=True, exist_ok=True)
