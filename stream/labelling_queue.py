@@ -25,7 +25,7 @@ from stream.inference import EngineBroken, Inference
 from stream.metrics import WorkerMetrics
 from stream.predictions import predictions_for
 from stream.selection import Selector, considered
-from stream.state import ConversationStore, Turn
+from stream.state import ConversationStore, turns_before
 
 log = structlog.get_logger(__name__)
 
@@ -121,17 +121,11 @@ class LabellingTap:
             if u.conversation_id not in conversations:
                 continue
             turns = history.setdefault(u.conversation_id, [])
-            mine = next(
-                (i for i in range(len(turns) - 1, -1, -1) if turns[i].utterance_id == u.utterance_id), None
-            )
+            before = turns_before(turns, u.utterance_id, u.text, self.store.recent)
             if u.utterance_id in chosen:
-                before = turns[:mine] if mine is not None else turns
-                before = before[-self.store.recent :] if self.store.recent > 0 else []
                 out[u.utterance_id] = [
                     PreviousTurn(utterance_id=t.utterance_id or "", text=t.text) for t in before
                 ]
-            if mine is None:
-                turns.append(Turn(u.utterance_id, u.text))
         return out
 
     async def _previous_probs(self, serving: Serving, texts: list[str]) -> Probabilities | None:

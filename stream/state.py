@@ -87,17 +87,21 @@ class Turn:
     text: str
 
 
-def context_for(history: list[Turn], utterance_id: str, text: str, n: int) -> str | None:
-    """The ``n`` turns before this utterance, joined: for a replay, the ones before its own entry
+def turns_before(history: list[Turn], utterance_id: str, text: str, n: int) -> list[Turn]:
+    """The (at most ``n``) turns before this utterance: for a replay, the ones before its own entry
     (what it was given the first time); for a new utterance, the newest ones, after which it is
     appended to ``history`` (oldest first) so later utterances of the same batch see it."""
     for i in range(len(history) - 1, -1, -1):
         if history[i].utterance_id == utterance_id:
-            before = history[max(i - n, 0) : i]
-            return " ".join(t.text for t in before) or None
-    context = " ".join(t.text for t in history[-n:]) if n > 0 else ""
+            return history[max(i - n, 0) : i] if n > 0 else []
+    before = history[-n:] if n > 0 else []
     history.append(Turn(utterance_id, text[:CONTEXT_CHARS]))
-    return context or None
+    return before
+
+
+def context_for(history: list[Turn], utterance_id: str, text: str, n: int) -> str | None:
+    """:func:`turns_before`, joined into the text a context model reads."""
+    return " ".join(t.text for t in turns_before(history, utterance_id, text, n)) or None
 
 
 class ConversationStore:
