@@ -26,14 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engines_cpu import (  # noqa: E402
-    bench_arguments,
-    interleaved_rates,
-    load,
-    machine,
-    open_bench_student,
-    write_report,
-)
+from engines_cpu import interleaved_rates, interleaved_setup, machine, write_report  # noqa: E402
 
 # (lanes, threads per call, padding cap); threads None: ONNX Runtime's default (one per physical
 # core); cap None: calls cut by rows and tokens only.
@@ -58,18 +51,12 @@ def label(lanes: int, threads: int | None, padding: float | None) -> str:
 
 
 def main() -> None:
-    parser = bench_arguments(__doc__)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--n", type=int, default=2048)
-    args = parser.parse_args()
+    args, bundle, texts = interleaved_setup(__doc__)
 
     import onnxruntime
 
     from engines.base import EngineOptions, load_engine
 
-    bundle = open_bench_student(args.work)
-    utterances, _, _ = load(args.data)
-    texts = [u["text"] for u in utterances.values() if u["split"] == "test"][: args.n]
     engines = {
         (lanes, threads, padding): load_engine(
             bundle,

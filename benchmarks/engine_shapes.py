@@ -23,14 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engines_cpu import (  # noqa: E402
-    bench_arguments,
-    interleaved_rates,
-    load,
-    machine,
-    open_bench_student,
-    write_report,
-)
+from engines_cpu import interleaved_rates, interleaved_setup, machine, write_report  # noqa: E402
 
 ROW_LIMITS = (8, 32, 128)
 TOKEN_BUDGETS = (128, 256, 512, 1024, 2048, 4096)
@@ -38,18 +31,12 @@ WINDOWS = (32, 128, 512)
 
 
 def main() -> None:
-    parser = bench_arguments(__doc__)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--n", type=int, default=2048)
-    args = parser.parse_args()
+    args, bundle, texts = interleaved_setup(__doc__)
 
     import onnxruntime
 
     from engines.base import EngineOptions, load_engine
 
-    bundle = open_bench_student(args.work)
-    utterances, _, _ = load(args.data)
-    texts = [u["text"] for u in utterances.values() if u["split"] == "test"][: args.n]
     configs = [("rows", r, None) for r in ROW_LIMITS] + [("tokens", 256, t) for t in TOKEN_BUDGETS]
     engines = {
         (kind, rows, tokens): load_engine(

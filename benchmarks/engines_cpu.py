@@ -172,6 +172,19 @@ def open_bench_student(work: Path):  # type: ignore[no-untyped-def]
     return registry.open(MODEL, VERSION)
 
 
+def interleaved_setup(doc: str | None):  # type: ignore[no-untyped-def]
+    """What the interleaved engine benchmarks start from: their arguments (the shared ones, --rounds
+    and --n), the bench student and the first ``--n`` DailyDialog test texts."""
+    parser = bench_arguments(doc)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--n", type=int, default=2048)
+    args = parser.parse_args()
+    bundle = open_bench_student(args.work)
+    utterances, _, _ = load(args.data)
+    texts = [u["text"] for u in utterances.values() if u["split"] == "test"][: args.n]
+    return args, bundle, texts
+
+
 def interleaved_rates(engines: dict, texts: list[str], windows: tuple[int, ...], rounds: int) -> dict:
     """Each engine labels ``texts`` arriving ``window`` at a time, for every window, ``rounds`` times,
     interleaved with the others so that a noisy neighbour hits all alike. Per (window, *key):
