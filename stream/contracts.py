@@ -17,7 +17,6 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    ConfigDict,
     Field,
     JsonValue,
     StrictInt,
@@ -28,16 +27,18 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from parley.contracts import B64Bytes, RejectCode, Rejection, check_schema_version, decode_object, validate
+from parley.messages import (
+    Identifier,
+    LabellingCandidate,
+    ModelRef,
+    TaskPrediction,
+)
+from parley.messages import (
+    Message as _Message,
+)
 
 SCHEMA_VERSION: Final = 1
 SUPPORTED_VERSIONS: Final = (1,)
-
-# An identifier: 1-256 characters, no control characters (it becomes a Kafka key and a Redis key).
-Identifier = Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,27 +121,6 @@ def decode_utterance(raw: bytes | None, limits: TextLimits = DEFAULT_LIMITS) -> 
 def encode(message: BaseModel) -> bytes:
     """A contract message to the UTF-8 JSON bytes written to Kafka."""
     return message.model_dump_json(exclude_none=True).encode("utf-8")
-
-
-class LabelScore(_Message):
-    label: str
-    score: float = Field(ge=0.0, le=1.0)
-
-
-class TaskPrediction(_Message):
-    """The engine's answer for one task: the top label, its probability and the next best ones."""
-
-    label: str
-    score: float = Field(ge=0.0, le=1.0)
-    top_k: list[LabelScore] = Field(default_factory=list)
-
-
-class ModelRef(_Message):
-    """Which engine produced a prediction."""
-
-    name: str
-    version: str
-    backend: str = Field(description="e.g. 'onnxruntime-cpu', 'tensorrt'")
 
 
 class ConversationState(_Message):
@@ -252,55 +232,6 @@ class DlqRecord(_Message):
     def kafka_key(self) -> bytes | None:
         """The key to file this record under: the input's key (as kept)."""
         return self.original_key
-
-
-class PreviousTurn(_Message):
-    """A turn before the selected utterance, as the worker's conversation state kept it."""
-
-    utterance_id: str
-    text: str
-
-
-class SelectionScores(_Message):
-    """Why the worker chose an utterance for labelling (stream/selection.py); each score in [0, 1]."""
-
-    score: float = Field(ge=0.0, le=1.0, description="What the choice ranked by: the largest of the three.")
-    reason: Literal["uncertain", "rare", "disagreement"] = Field(description="Which score was the largest.")
-    task: str = Field(
-        description="The task that gave the largest score; its predicted label counts to its quota."
-    )
-    uncertainty: dict[str, float] = Field(description="Per task: 1 − (top probability − second).")
-    rarity: dict[str, float] = Field(
-        description="Per task: how much rarer than uniform the predicted label has been (0: as common "
-        "or more)."
-    )
-    disagreement: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="Share of tasks whose top label the previous engine gave differently.",
-    )
-
-
-class LabellingCandidate(_Message):
-    """An utterance the worker chose for labelling: one message on ``labelling-queue``."""
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    conversation_id: Identifier
-    utterance_id: Identifier
-    turn: int | None = Field(None, ge=0)
-    speaker: str | None = None
-    text: str
-    context: list[PreviousTurn] = Field(
-        default_factory=list, description="The turns before it that Redis still held, oldest first."
-    )
-    predictions: dict[str, TaskPrediction] = Field(
-        min_length=1, description="The serving engine's, per task."
-    )
-    scores: SelectionScores
-    model: ModelRef
-    selected_at: AwareDatetime
-    worker: str | None = Field(None, description="The worker instance that chose it.")
 
 
 STREAM_CONTRACTS: Final[dict[str, type[BaseModel]]] = {
