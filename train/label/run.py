@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,10 +79,18 @@ def _turns(utterances: dict[str, Utterance], depth: int) -> dict[str, Turn]:
 
 
 def plan(
-    utterances: dict[str, Utterance], tasks: Sequence[LabelTask], bank: PromptBank, backend: Backend
+    utterances: dict[str, Utterance],
+    tasks: Sequence[LabelTask],
+    bank: PromptBank,
+    backend: Backend,
+    turns: Mapping[str, Turn] | None = None,
 ) -> list[_Job]:
-    depth = max((p.context_turns for p in bank.prompts), default=0)
-    turns = _turns(utterances, depth)
+    """Every (utterance, task, prompt) request, rendered. The turns before each utterance come from
+    its dialogue in ``utterances``, or from ``turns`` when the caller has them (the labelling queue's
+    candidates carry their own)."""
+    if turns is None:
+        depth = max((p.context_turns for p in bank.prompts), default=0)
+        turns = _turns(utterances, depth)
     jobs = []
     for uid in utterances:
         for task in tasks:
@@ -162,34 +170,7 @@ async def label(
             raise SpecError(f"no prompt of the bank applies to task {t.name!r}")
     await backend.check()
     jobs = plan(utterances, tasks, bank, backend)
-    summary.requests = len(jobs)
-    unique = {j.request.key: j.request for j in jobs}
-    summary.unique_requests = len(unique)
-    answers: dict[str, Answer] = cache.get_many(unique)
-    summary.cache_hits = len(answers)
-    missing = [r for k, r in unique.items() if k not in answers]
-    bar = _Progress(len(missing), progress)
-    failures: Counter[str] = Counter()
-    try:
-        for start in range(0, len(missing), batch_size):
-            batch = missing[start : start + batch_size]
-            got = await backend.score(batch)
-            summary.backend_calls += len(batch)
-            for request, answer in zip(batch, got, strict=True):
-                summary.prompt_tokens += answer.prompt_tokens
-                summary.completion_tokens += answer.completion_tokens
-                if answer.failed:
-                    failures[answer.failed] += 1
-                else:
-                    answers[request.key] = answer
-            cache.put_many((r.key, a) for r, a in zip(batch, got, strict=True))
-            bar.advance(len(batch))
-            if on_batch:
-                on_batch(summary.backend_calls)
-    finally:
-        bar.close()
-    summary.failed = sum(failures.values())
-    summary.failure_reasons = dict(failures.most_common(10))
+    answers = await answer(jobs, backend, cache, summary, batch_size, progress, on_batch)
     summary.estimated_cost = backend.cost(summary.prompt_tokens, summary.completion_tokens)
     _write_outputs(jobs, answers, backend, out, summary)
     summary.seconds = time.perf_counter() - started
@@ -197,69 +178,126 @@ async def label(
     return summary
 
 
+async def answer(
+    jobs: Sequence[_Job],
+    backend: Backend,
+    cache: AnswerCache,
+    summary: LabelSummary,
+    batch_size: int = 16,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Answer]:
+    """The answers to ``jobs`` by request key: from the cache, then the misses from the backend in
+    batches, each batch committed to the cache as it comes back. Failed requests have no answer;
+    the summary counts requests, hits, calls, tokens and failures."""
+    summary.requests += len(jobs)
+    unique = {j.request.key: j.request for j in jobs}
+    summary.unique_requests += len(unique)
+    answers: dict[str, Answer] = cache.get_many(unique)
+    summary.cache_hits += len(answers)
+    missing = [r for k, r in unique.items() if k not in answers]
+    bar = _Progress(len(missing), progress)
+    failures: Counter[str] = Counter(summary.failure_reasons)
+    try:
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            got = await backend.score(batch)
+            summary.backend_calls += len(batch)
+            for request, reply in zip(batch, got, strict=True):
+                summary.prompt_tokens += reply.prompt_tokens
+                summary.completion_tokens += reply.completion_tokens
+                if reply.failed:
+                    failures[reply.failed] += 1
+                    summary.failed += 1
+                else:
+                    answers[request.key] = reply
+            cache.put_many((r.key, a) for r, a in zip(batch, got, strict=True))
+            bar.advance(len(batch))
+            if on_batch:
+                on_batch(summary.backend_calls)
+    finally:
+        bar.close()
+    summary.failure_reasons = dict(failures.most_common(10))
+    return answers
+
+
+@dataclass
+class Labelled:
+    """What a labelling run's answers make: one record per (utterance, task, prompt) asked and
+    answered (or abstained), and one ensemble row per (utterance, task), in the order asked."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    ensemble: list[dict[str, Any]] = field(default_factory=list)
+    answered: int = 0
+    abstained: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+def collect(jobs: Sequence[_Job], answers: Mapping[str, Answer], backend: Backend) -> Labelled:
+    """Records and ensemble rows of ``jobs``; a job whose request failed has none (it is asked again
+    by the next run)."""
+    out = Labelled()
+    members: dict[tuple[str, str], list[Answer]] = {}
+    abstentions: Counter[tuple[str, str]] = Counter()
+    labels_of: dict[str, tuple[str, ...]] = {}
+    for job in jobs:
+        reply = answers.get(job.request.key)
+        if reply is None:
+            continue
+        pair = (job.utterance, job.task)
+        members.setdefault(pair, [])
+        labels_of[job.task] = job.request.labels
+        record: dict[str, Any] = {
+            "id": job.utterance,
+            "task": job.task,
+            "prompt_id": job.prompt,
+            "label": reply.label,
+            "scores": {k: round(v, 6) for k, v in (reply.scores or {}).items()},
+            "model": backend.model,
+            "backend": backend.kind,
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+        }
+        if reply.scores:
+            out.answered += 1
+            members[pair].append(reply)
+        else:
+            reason = reply.abstained or "no label"
+            record["abstained"] = reason
+            out.abstained += 1
+            out.reasons[reason.split(":")[0]] += 1
+            abstentions[pair] += 1
+        out.records.append(record)
+    for (uid, task), got in members.items():
+        labels = labels_of[task]
+        mean = {k: sum((a.scores or {}).get(k, 0.0) for a in got) / len(got) for k in labels} if got else {}
+        out.ensemble.append(
+            {
+                "id": uid,
+                "task": task,
+                "label": max(mean, key=mean.__getitem__) if mean else None,
+                "scores": {k: round(v, 6) for k, v in mean.items()},
+                "prompts": len(got),
+                "abstained": abstentions[(uid, task)],
+            }
+        )
+    return out
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
 def _write_outputs(
     jobs: Sequence[_Job], answers: dict[str, Answer], backend: Backend, out: Path, summary: LabelSummary
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    reasons: Counter[str] = Counter()
-    ensemble: dict[tuple[str, str], list[Answer]] = {}
-    abstentions: Counter[tuple[str, str]] = Counter()
-    order: list[tuple[str, str]] = []
-    labels_of: dict[str, tuple[str, ...]] = {}
-    tmp = out / "llm_labels.jsonl.partial"
-    with tmp.open("w", encoding="utf-8") as f:
-        for job in jobs:
-            answer = answers.get(job.request.key)
-            if answer is None:  # failed this run: no record, asked again next run
-                continue
-            pair = (job.utterance, job.task)
-            if pair not in ensemble:
-                ensemble[pair] = []
-                order.append(pair)
-                labels_of[job.task] = job.request.labels
-            record: dict[str, Any] = {
-                "id": job.utterance,
-                "task": job.task,
-                "prompt_id": job.prompt,
-                "label": answer.label,
-                "scores": {k: round(v, 6) for k, v in (answer.scores or {}).items()},
-                "model": backend.model,
-                "backend": backend.kind,
-                "prompt_tokens": answer.prompt_tokens,
-                "completion_tokens": answer.completion_tokens,
-            }
-            if answer.scores:
-                summary.answered += 1
-                ensemble[pair].append(answer)
-            else:
-                reason = answer.abstained or "no label"
-                record["abstained"] = reason
-                summary.abstained += 1
-                reasons[reason.split(":")[0]] += 1
-                abstentions[pair] += 1
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(out / "llm_labels.jsonl")
-    summary.abstention_reasons = dict(reasons.most_common())
-    tmp = out / "ensemble.jsonl.partial"
-    with tmp.open("w", encoding="utf-8") as f:
-        for uid, task in order:
-            got = ensemble[(uid, task)]
-            labels = labels_of[task]
-            mean = (
-                {k: sum((a.scores or {}).get(k, 0.0) for a in got) / len(got) for k in labels} if got else {}
-            )
-            f.write(
-                json.dumps(
-                    {
-                        "id": uid,
-                        "task": task,
-                        "label": max(mean, key=mean.__getitem__) if mean else None,
-                        "scores": {k: round(v, 6) for k, v in mean.items()},
-                        "prompts": len(got),
-                        "abstained": abstentions[(uid, task)],
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
-    tmp.replace(out / "ensemble.jsonl")
+    labelled = collect(jobs, answers, backend)
+    summary.answered, summary.abstained = labelled.answered, labelled.abstained
+    summary.abstention_reasons = dict(labelled.reasons.most_common())
+    _write_jsonl(out / "llm_labels.jsonl", labelled.records)
+    _write_jsonl(out / "ensemble.jsonl", labelled.ensemble)
