@@ -48,11 +48,33 @@ class _Event(BaseModel):
     version: Name
 
 
+class HeldOutComparison(BaseModel):
+    """Why a retrained model was published: its scores and the serving model's on one fixed held-out
+    set, and the rule that compared them (``parley train loop``, docs/loop.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: Literal["macro_f1"] = "macro_f1"
+    held_out: str = Field(
+        min_length=1, description="Which utterances, e.g. 'test split of utterances.jsonl'."
+    )
+    utterances: int = Field(ge=0, description="How many held-out utterances carry a human label.")
+    candidate: dict[str, float] = Field(description="Per task, the new model's score.")
+    serving_version: str | None = Field(
+        None, description="The version it was compared with; None: the first."
+    )
+    serving: dict[str, float] | None = Field(None, description="Per task, the serving model's score.")
+    rule: str = Field(min_length=1, description="The publish rule, with its thresholds, in words.")
+
+
 class ModelTrained(_Event):
     """A new bundle version exists in the registry."""
 
     event: Literal["model_trained"] = "model_trained"
     bundle_uri: str = Field(min_length=1, description="Where the bundle lives (path or fsspec URL).")
+    evaluation: HeldOutComparison | None = Field(
+        None, description="Set by the learning loop: the held-out comparison that let it publish."
+    )
 
 
 class EngineReady(_Event):
