@@ -328,9 +328,42 @@ def _columns(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--utterances",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
+    default=None,
     help="utterances.jsonl (or .csv/.parquet): id, text and, for context prompts, dialogue_id, turn, "
-    "speaker.",
+    "speaker. Either this or --from-topic.",
+)
+@click.option(
+    "--from-topic",
+    "from_topic",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[TOPIC]",
+    help="Label the candidates the workers chose instead: consume TOPIC (default PARLEY_TOPIC_LABELLING_"
+    "QUEUE, labelling-queue) with a consumer group and append them, labelled, to --pool.",
+)
+@click.option(
+    "--pool",
+    "pool_uri",
+    default=None,
+    help="With --from-topic: the labelled pool, a folder or any fsspec URL (docs/loop.md).",
+)
+@click.option(
+    "--group",
+    "consumer_group",
+    default="parley-labeller",
+    show_default=True,
+    help="With --from-topic: the consumer group (its committed offsets are where a run resumes).",
+)
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="With --from-topic: stop after this many seconds without a new candidate (0: follow forever).",
+)
+@click.option(
+    "--max-messages", type=int, default=None, help="With --from-topic: stop after this many messages."
 )
 @click.option(
     "--column",
@@ -375,14 +408,15 @@ def _columns(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder for llm_labels.jsonl, ensemble.jsonl and summary.json.",
+    default=None,
+    help="Folder for llm_labels.jsonl, ensemble.jsonl and summary.json (with --utterances).",
 )
 @click.option(
     "--cache",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Answer cache (SQLite); default OUT/cache.sqlite. Share one between runs to pay once.",
+    help="Answer cache (SQLite); default OUT/cache.sqlite, or PARLEY_TRAIN_RUNS_DIR/labeller-cache.sqlite "
+    "with --from-topic. Share one between runs to pay once.",
 )
 @click.option(
     "--batch-size", type=int, default=None, help="Requests per batch (local: 8; openai: 4 × concurrency)."
@@ -398,7 +432,12 @@ def _columns(pairs: tuple[str, ...]) -> dict[str, str]:
     "towards some labels; see docs/benchmarks/labelling-local.md).",
 )
 def label_cmd(
-    utterances: Path,
+    utterances: Path | None,
+    from_topic: str | None,
+    pool_uri: str | None,
+    consumer_group: str,
+    idle_exit: float,
+    max_messages: int | None,
     columns: tuple[str, ...],
     task_refs: tuple[str, ...],
     bank: Path | None,
@@ -406,7 +445,7 @@ def label_cmd(
     backend: str,
     model: str | None,
     base_url: str | None,
-    out: Path,
+    out: Path | None,
     cache: Path | None,
     batch_size: int | None,
     limit: int | None,
@@ -417,7 +456,11 @@ def label_cmd(
     """Label utterances with an LLM through a bank of prompts: one record per utterance, task and
     prompt (scores over the task's labels, or an abstention with its reason) and the ensemble (the
     mean over answering prompts), in the layout training reads. Every answer is cached: an
-    interrupted run resumes, a rerun pays nothing twice."""
+    interrupted run resumes, a rerun pays nothing twice.
+
+    With --from-topic, it labels the live candidates of the learning loop instead (docs/loop.md):
+    a consumer group reads the labelling queue, and each poll's candidates, labelled, go into the
+    pool before their offsets are committed."""
     import os
 
     from train.data import load_utterances
@@ -436,6 +479,30 @@ def label_cmd(
                 f"no prompt(s) {sorted(unknown)} in the bank; it has {[p.id for p in prompts.prompts]}"
             )
         prompts = PromptBank(tuple(p for p in prompts.prompts if p.id in prompt_ids))
+    calibrate = (backend == "local") if calibrate is None else calibrate
+    if from_topic is not None:
+        if utterances is not None or limit is not None or splits or columns:
+            raise click.UsageError(
+                "--from-topic reads the queue: leave out --utterances/--limit/--split/--column"
+            )
+        if not pool_uri:
+            raise click.UsageError("--from-topic needs --pool: where the labelled candidates go")
+        _label_queue(
+            settings,
+            tasks,
+            prompts,
+            _label_backend(settings, backend, model, base_url, device, calibrate),
+            cache or settings.runs_dir / "labeller-cache.sqlite",
+            from_topic or settings.topics.labelling_queue,
+            pool_uri,
+            consumer_group,
+            idle_exit or None,
+            max_messages,
+            batch_size,
+        )
+        return
+    if utterances is None or out is None:
+        raise click.UsageError("give --utterances and --out (or --from-topic and --pool)")
     utts = load_utterances(utterances, _columns(columns))
     if splits:
         utts = {k: u for k, u in utts.items() if u.split in splits}
@@ -443,7 +510,6 @@ def label_cmd(
         utts = dict(list(utts.items())[:limit])
     if not utts:
         raise click.UsageError("no utterance to label (check --split and --limit)")
-    calibrate = (backend == "local") if calibrate is None else calibrate
     engine = _label_backend(settings, backend, model, base_url, device, calibrate)
     answers = AnswerCache(cache or out / "cache.sqlite")
     size = batch_size or (8 if backend == "local" else 4 * settings.llm_concurrency)
@@ -457,6 +523,50 @@ def label_cmd(
 
     summary = run(go())
     _print_label_summary(summary, out)
+
+
+def _label_queue(
+    settings: TrainerSettings,
+    tasks: Any,
+    prompts: Any,
+    engine: Any,
+    cache: Path,
+    topic: str,
+    pool_uri: str,
+    consumer_group: str,
+    idle_exit: float | None,
+    max_messages: int | None,
+    batch_size: int | None,
+) -> None:
+    from train.label.cache import AnswerCache
+    from train.label.from_topic import QueueOptions, label_queue
+    from train.pool import Pool
+
+    options = QueueOptions(
+        topic=topic,
+        group=consumer_group,
+        idle_exit_s=idle_exit,
+        max_messages=max_messages,
+        request_batch=batch_size or (8 if engine.kind == "local" else 4 * settings.llm_concurrency),
+    )
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    answers = AnswerCache(cache)
+
+    async def go() -> Any:
+        try:
+            return await label_queue(settings.kafka, options, tasks, prompts, engine, answers, Pool(pool_uri))
+        finally:
+            await engine.close()
+            answers.close()
+
+    s = run(go())
+    click.echo(
+        f"labelled {s.candidates} candidate(s) from {topic} into {pool_uri} with {s.backend}:{s.model} "
+        f"({s.duplicates} duplicate(s) skipped, {s.rejected} rejected)\n"
+        f"  requests {s.requests}: {s.cache_hits} from the cache, {s.backend_calls} to the backend, "
+        f"{s.failed} failed attempt(s)\n  answered {s.answered}, abstained {s.abstained}; {s.seconds:.1f} s; "
+        f"committed {s.committed or 'nothing new'}"
+    )
 
 
 def _label_backend(
@@ -577,3 +687,14 @@ def label_report(llm: Path, gold: Path, labels_path: Path | None, out: Path) -> 
     labels = json.loads(labels_path.read_text()) if labels_path else None
     path = write_report(llm, gold, out, labels)
     click.echo(path.read_text())
+
+
+def _register_loop_commands() -> None:
+    from train.cli_loop import SHARED_WITH_FIT, loop, pool_group
+
+    loop.params[:0] = [p for p in fit.params if p.name in SHARED_WITH_FIT]
+    group.add_command(loop)
+    group.add_command(pool_group)
+
+
+_register_loop_commands()
