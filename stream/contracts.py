@@ -27,15 +27,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from parley.contracts import B64Bytes, RejectCode, Rejection, check_schema_version, decode_object, validate
-from parley.messages import (
-    Identifier,
-    LabellingCandidate,
-    ModelRef,
-    TaskPrediction,
-)
-from parley.messages import (
-    Message as _Message,
-)
+
+# The labelling-queue contract and the prediction parts live in parley.messages (train/ reads them);
+# re-exported here, where every stream/ contract is found.
+from parley.messages import Identifier
+from parley.messages import LabellingCandidate as LabellingCandidate
+from parley.messages import LabelScore as LabelScore
+from parley.messages import Message as _Message
+from parley.messages import ModelRef as ModelRef
+from parley.messages import PreviousTurn as PreviousTurn
+from parley.messages import SelectionScores as SelectionScores
+from parley.messages import TaskPrediction as TaskPrediction
 
 SCHEMA_VERSION: Final = 1
 SUPPORTED_VERSIONS: Final = (1,)
