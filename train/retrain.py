@@ -73,10 +73,10 @@ def merge_pool(
     """The earlier data and the pool as one training set (see the module docstring); the merged
     files are written under ``work`` so the run can be repeated and inspected."""
     for task in labels:
-        if task in contents.tasks and contents.tasks[task] != labels[task]:
+        extra = set(contents.tasks.get(task, [])) - set(labels[task])
+        if extra:
             raise TrainError(
-                f"task {task!r}: the pool's labels {contents.tasks[task]} differ from "
-                f"labels.json's {labels[task]}"
+                f"task {task!r}: the pool holds labels {sorted(extra)} that labels.json does not have"
             )
     base_rows = [row for _, row in read_rows(earlier.utterances)]
     base = load_dataset(
