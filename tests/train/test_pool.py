@@ -167,3 +167,17 @@ def test_the_publish_rule(
     ok, reason = PublishRule(min_gain=0.005, max_task_drop=0.02).decide(candidate, serving)
     assert ok is publish
     assert why in reason
+
+
+def test_a_pool_on_another_fsspec_file_system_works_the_same() -> None:
+    """The pool only uses fsspec calls: on the in-memory file system (as on an object store) a
+    segment and a review are written and read back."""
+    import uuid
+
+    pool = Pool(f"memory://parley-pool-{uuid.uuid4().hex[:8]}")
+    pool.ensure_tasks(TASKS)
+    pool.write_segment("q-000-000000000000-000000000000", [item("a", "c1", "hello there")])
+    assert pool.add_reviews([{"id": "a", "task": "sentiment", "label": "positive"}]) is not None
+    contents = pool.read()
+    assert list(contents.items) == ["a"]
+    assert contents.human == {"sentiment": {"a": "positive"}}
