@@ -110,3 +110,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   operator: Exists
   effect: NoSchedule
 {{- end }}
+
+{{/*
+Fail when tolerations given in place of the default GPU toleration leave the GPU taint untolerated:
+GPU nodes carry nvidia.com/gpu:NoSchedule, so such pods would wait for a node forever.
+Call with (dict "tolerations" LIST "where" "worker.tolerations").
+*/}}
+{{- define "parley.checkGpuTolerations" -}}
+{{- $ok := false }}
+{{- range .tolerations }}
+{{- if or (eq (default "" .key) "nvidia.com/gpu") (and (not .key) (eq (default "" .operator) "Exists")) }}
+{{- $ok = true }}
+{{- end }}
+{{- end }}
+{{- if not $ok }}
+{{- fail (printf "%s replaces the default GPU toleration, but none of its entries tolerates the nvidia.com/gpu taint that GPU nodes carry, so these pods would never be scheduled: add {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}, or leave %s empty for the default" .where .where) }}
+{{- end }}
+{{- end }}
