@@ -3,6 +3,8 @@
 #   make test     set up, run the test suite (it starts Kafka and Redis itself when they are down)
 #   make lint     ruff, mypy and the import contracts (lint-imports)
 #   make helm     helm lint, helm template and kube-score of every scenario, helm-unittest (Go builds them)
+#   make helm-install   install every scenario on a local control plane with fake GPU nodes, and check it
+#   make k8s-up/k8s-down   start / stop that control plane (etcd, kube-apiserver, scheduler, controllers, kwok)
 #   make up/down  start / stop (and wipe) the local Kafka and Redis
 
 SHELL := bash
@@ -10,7 +12,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint helm format up down kafka-up kafka-down redis-up redis-down clean help
+.PHONY: setup demo test lint helm helm-install k8s-up k8s-down format up down kafka-up kafka-down redis-up redis-down clean help
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -48,6 +50,15 @@ lint: setup
 
 helm:
 	@bash scripts/helm-check.sh
+
+helm-install: helm
+	@bash scripts/helm-install.sh
+
+k8s-up:
+	@bash scripts/k8s.sh up
+
+k8s-down:
+	@bash scripts/k8s.sh down
 
 format: setup
 	$(BIN)/ruff check --fix parley stream train engines tests scripts benchmarks
