@@ -53,6 +53,14 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--pretrain-epochs", type=int, default=1)
     p.add_argument("--finetune-epochs", type=int, default=3)
     p.add_argument("--max-length", type=int, default=48)
+    p.add_argument(
+        "--review",
+        choices=["picked", "priority"],
+        default="picked",
+        help="Which of the loop's K picks people label: the first k the Selector ranked (picked), or the "
+        "first k of `parley train pool export` (priority: engine/LLM disagreement, LLM-rare labels). "
+        "Random selection always reviews k of its random picks.",
+    )
     p.add_argument("--report", action="store_true", help="Only write the report from finished runs.")
     p.add_argument("--name", default="loop", help="docs/benchmarks/<name>.md/.json/.png")
     return p.parse_args()
@@ -189,18 +197,47 @@ def pick(
     selector: Any,
     rng: random.Random,
     k_llm: int,
+    served: dict[str, dict[str, str]],
 ) -> list[str]:
+    """K utterances of the round's traffic; ``served`` gets the student's labels of the round (what
+    the worker would have put in each candidate's predictions)."""
     if strategy == "random":
         ids = [u["id"] for d in dialogues for u in corpus.dialogues[d]]
         return rng.sample(ids, k_llm)
     ids, probs = predict(checkpoint, corpus, dialogues)
+    for row, uid in enumerate(ids):
+        served[uid] = {t: corpus.labels[t][int(probs[t][row].argmax())] for t in TASKS}
     texts = [corpus.by_id[i]["text"] for i in ids]
     outcome = selector.choose(texts, probs, corpus.labels, ids=ids)
     return [ids[c.row] for c in outcome.chosen[:k_llm]]
 
 
-def add_to_pool(pool_dir: Path, corpus: Corpus, chosen: list[str], k_human: int, round_no: int) -> None:
-    from train.pool import Pool, PoolItem
+def ensemble(records: list[dict[str, Any]], labels: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Per task, the prompts' mean scores renormalised and the top label (as the labeller writes it)."""
+    out = {}
+    for task, names in labels.items():
+        rows = [r.get("scores") or {} for r in records if r["task"] == task and not r.get("abstained")]
+        if not rows:
+            continue
+        mean = {n: sum(r.get(n, 0.0) for r in rows) / len(rows) for n in names}
+        total = sum(mean.values()) or 1.0
+        scores = {n: v / total for n, v in mean.items()}
+        out[task] = {"label": max(scores, key=scores.__getitem__), "scores": scores, "prompts": len(rows)}
+    return out
+
+
+def add_to_pool(
+    pool_dir: Path,
+    corpus: Corpus,
+    chosen: list[str],
+    k_human: int,
+    round_no: int,
+    served: dict[str, dict[str, str]],
+    review: str,
+) -> None:
+    """The round's picks into the pool, then k of them reviewed: the first k picked (``picked``), or
+    the k that `parley train pool export --limit k` puts first (``priority``)."""
+    from train.pool import Pool, PoolItem, review_rows
 
     pool = Pool(str(pool_dir))
     items = []
@@ -215,13 +252,20 @@ def add_to_pool(pool_dir: Path, corpus: Corpus, chosen: list[str], k_human: int,
             "text": u["text"],
             "context": [{"utterance_id": t["id"], "text": t["text"]} for t in before],
         }
+        if uid in served:
+            candidate["predictions"] = {t: {"label": label} for t, label in served[uid].items()}
         records = corpus.llm.get(uid, [])
-        items.append(PoolItem(candidate, records, {}, f"sim/{round_no}"))
+        items.append(PoolItem(candidate, records, ensemble(records, corpus.labels), f"sim/{round_no}"))
     (pool_dir / "queue").mkdir(parents=True, exist_ok=True)
     pool.write_segment(f"round-{round_no:02d}", items)
+    pool.ensure_tasks(corpus.labels)
+    if review == "priority":
+        reviewed = [r["id"] for r in review_rows(pool.read(), limit=k_human)]
+    else:
+        reviewed = chosen[:k_human]
     reviews = [
         {"id": uid, "task": g["task"], "label": g["label"]}
-        for uid in chosen[:k_human]
+        for uid in reviewed
         for g in corpus.gold.get(uid, [])
     ]
     if reviews:
@@ -267,8 +311,12 @@ def simulate(args: argparse.Namespace) -> None:
                 else:
                     work.mkdir(parents=True, exist_ok=True)
                     rng = random.Random(seed * 1000 + r)
-                    chosen = pick(strategy, corpus, dialogues, previous, selector, rng, args.llm_per_round)
-                    add_to_pool(pool_dir, corpus, chosen, args.human_per_round, r)
+                    served: dict[str, dict[str, str]] = {}
+                    chosen = pick(
+                        strategy, corpus, dialogues, previous, selector, rng, args.llm_per_round, served
+                    )
+                    review = args.review if strategy == "loop" else "picked"
+                    add_to_pool(pool_dir, corpus, chosen, args.human_per_round, r, served, review)
                     state.write_bytes(pickle.dumps(selector))
                     chosen_file.write_text(json.dumps(chosen))
                 metrics, checkpoint, counts = train_round(files, corpus, pool_dir, work, seed, args)
@@ -340,7 +388,8 @@ def report(args: argparse.Namespace) -> None:
         f"(seeds {args.seeds}; {args.seed_dialogues} seed dialogues; {args.rounds} rounds of "
         f"{args.round_dialogues} dialogues; K = {args.llm_per_round} LLM-labelled and k = {args.human_per_round} "
         f"human-labelled utterances per round; pretrain {args.pretrain_epochs} / fine-tune "
-        f"{args.finetune_epochs} epochs, max length {args.max_length}), on {platform.node()} "
+        f"{args.finetune_epochs} epochs, max length {args.max_length}; the loop's reviews: {args.review}), "
+        f"on {platform.node()} "
         f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), "
         f"{datetime.now(UTC):%Y-%m-%d}.",
         "",

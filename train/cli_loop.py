@@ -218,13 +218,15 @@ def pool_show(pool_uri: str) -> None:
     "and an empty column per task to fill in.",
 )
 @click.option("--all", "everything", is_flag=True, help="Also the utterances already reviewed.")
-def pool_export(pool_uri: str, out: Path, everything: bool) -> None:
-    """Write the pool's utterances for human review."""
+@click.option("--limit", type=int, default=None, help="Only the N most worth reviewing (the review budget).")
+def pool_export(pool_uri: str, out: Path, everything: bool, limit: int | None) -> None:
+    """Write the pool's utterances for human review, the most worth a person's label first: where the
+    serving engine and the LLM disagree, then the labels rarest in the pool (docs/loop.md)."""
     from train.pool import Pool, review_rows, write_review
 
     load_settings(TrainerSettings)
     contents = Pool(pool_uri).read()
-    rows = review_rows(contents, only_unreviewed=not everything)
+    rows = review_rows(contents, only_unreviewed=not everything, limit=limit)
     write_review(rows, list(contents.tasks), out)
     click.echo(
         f"wrote {len(rows)} utterance(s) to {out}; fill in the task columns, then `parley train pool import`"

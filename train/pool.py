@@ -180,14 +180,50 @@ class Pool:
 
 # ---- human review: export and import -------------------------------------------------------------
 
-REVIEW_FIXED: Final = ("id", "conversation_id", "context", "text")
+REVIEW_FIXED: Final = ("id", "conversation_id", "context", "text", "priority")
 
 
-def review_rows(contents: PoolContents, only_unreviewed: bool = True) -> list[dict[str, Any]]:
-    """One row per utterance: its id, conversation, context and text; per task the ensemble's top
-    labels (``<task>_llm``: ``label (0.62), label (0.21)``) and an empty ``<task>`` for the reviewer."""
-    rows = []
+def review_priority(contents: PoolContents) -> dict[str, float]:
+    """How much a person's label of each utterance is worth, in [0, 1], the largest over its tasks of:
+
+    - 1 where the serving engine's label (the worker's prediction) and the LLM ensemble's differ:
+      one of the two is wrong, and a person settles which;
+    - how much rarer than uniform the ensemble's label is in the pool (1 − frequency × number of
+      labels, at least 0): the few labels of rare classes are the ones a small budget lacks;
+
+    plus, to break ties, a tenth of the ensemble's doubt (1 − its top score)."""
+    counts: dict[str, dict[str, int]] = {t: {} for t in contents.tasks}
+    for item in contents.items.values():
+        for task in contents.tasks:
+            label = (item.ensemble.get(task) or {}).get("label")
+            if label:
+                counts[task][label] = counts[task].get(label, 0) + 1
+    out = {}
     for uid, item in contents.items.items():
+        best, doubt = 0.0, 0.0
+        for task, names in contents.tasks.items():
+            got = item.ensemble.get(task) or {}
+            label, scores = got.get("label"), got.get("scores") or {}
+            if not label:
+                continue
+            served = ((item.candidate.get("predictions") or {}).get(task) or {}).get("label")
+            total = sum(counts[task].values()) or 1
+            rarity = max(0.0, 1.0 - counts[task].get(label, 0) / total * len(names))
+            best = max(best, 1.0 if served and served != label else 0.0, rarity)
+            doubt = max(doubt, 1.0 - float(scores.get(label, 0.0)))
+        out[uid] = round(min(1.0, best + 0.1 * doubt), 6)
+    return out
+
+
+def review_rows(
+    contents: PoolContents, only_unreviewed: bool = True, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """One row per utterance, the most worth reviewing first (:func:`review_priority`; at most
+    ``limit``): its id, conversation, context and text, the priority; per task the ensemble's top
+    labels (``<task>_llm``: ``label (0.62), label (0.21)``) and an empty ``<task>`` for the reviewer."""
+    priority = review_priority(contents)
+    rows = []
+    for uid, item in sorted(contents.items.items(), key=lambda kv: -priority[kv[0]]):
         if only_unreviewed and all(uid in contents.human.get(t, {}) for t in contents.tasks):
             continue
         c = item.candidate
@@ -196,6 +232,7 @@ def review_rows(contents: PoolContents, only_unreviewed: bool = True) -> list[di
             "conversation_id": c.get("conversation_id"),
             "context": [t.get("text", "") for t in c.get("context") or []],
             "text": c.get("text"),
+            "priority": priority[uid],
         }
         for task in contents.tasks:
             scores = (item.ensemble.get(task) or {}).get("scores") or {}
@@ -203,7 +240,7 @@ def review_rows(contents: PoolContents, only_unreviewed: bool = True) -> list[di
             row[f"{task}_llm"] = ", ".join(f"{k} ({v:.2f})" for k, v in top)
             row[task] = contents.human.get(task, {}).get(uid, "")
         rows.append(row)
-    return rows
+    return rows[:limit] if limit is not None else rows
 
 
 def write_review(rows: Sequence[dict[str, Any]], tasks: Sequence[str], out: Path) -> None:

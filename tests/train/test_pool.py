@@ -66,7 +66,7 @@ def test_review_export_and_import_round_trip(tmp_path: Path, suffix: str) -> Non
     write_review(rows, list(TASKS), path)
     if suffix == ".csv":  # a reviewer fills in one cell
         text = path.read_text().splitlines()
-        assert text[0] == "id,conversation_id,context,text,sentiment_llm,sentiment"
+        assert text[0] == "id,conversation_id,context,text,priority,sentiment_llm,sentiment"
         text[1] = text[1] + "positive"
         path.write_text("\n".join(text) + "\n")
     else:
@@ -181,3 +181,30 @@ def test_a_pool_on_another_fsspec_file_system_works_the_same() -> None:
     contents = pool.read()
     assert list(contents.items) == ["a"]
     assert contents.human == {"sentiment": {"a": "positive"}}
+
+
+def test_review_puts_disagreements_and_rare_labels_first(tmp_path: Path) -> None:
+    """Where the serving engine and the LLM disagree comes first, then what the LLM gives a label rare
+    in the pool, then the rest; --limit keeps the first N."""
+    pool = Pool(str(tmp_path / "pool"))
+    pool.ensure_tasks(TASKS)
+    items = []
+    for k in range(6):  # six the LLM calls neutral, as the engine did
+        i = item(f"n{k}", f"c{k}", f"fine {k}")
+        i.candidate["predictions"] = {"sentiment": {"label": "neutral", "score": 0.6}}
+        i.ensemble["sentiment"] = {"label": "neutral", "scores": {"neutral": 0.8}, "prompts": 2}
+        items.append(i)
+    rare = item("rare", "c7", "this is wonderful")
+    rare.candidate["predictions"] = {"sentiment": {"label": "positive", "score": 0.5}}
+    rare.ensemble["sentiment"] = {"label": "positive", "scores": {"positive": 0.9}, "prompts": 2}
+    wrong = item("wrong", "c8", "you lost it again")
+    wrong.candidate["predictions"] = {"sentiment": {"label": "neutral", "score": 0.5}}
+    wrong.ensemble["sentiment"] = {"label": "neutral", "scores": {"neutral": 0.9}, "prompts": 2}
+    wrong.ensemble["sentiment"]["label"] = "negative"
+    pool.write_segment("s", [*items, rare, wrong])
+    rows = review_rows(pool.read(), limit=3)
+    assert [r["id"] for r in rows[:2]] == ["wrong", "rare"]
+    assert rows[1]["priority"] == pytest.approx(1 - 1 / 8 * 3 + 0.1 * (1 - 0.9))  # positive: 1 of 8
+    assert rows[0]["priority"] == 1.0
+    assert len(rows) == 3
+    assert rows[2]["priority"] < rows[1]["priority"]
