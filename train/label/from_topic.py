@@ -35,8 +35,8 @@ from train.data import Utterance
 from train.errors import TrainError
 from train.label.backend import Backend
 from train.label.cache import AnswerCache
-from train.label.run import LabelSummary, answer, collect, plan
-from train.label.spec import LabelTask, PromptBank, SpecError, Turn
+from train.label.run import LabelSummary, answer, collect, new_summary, plan
+from train.label.spec import LabelTask, PromptBank, Turn
 from train.pool import Pool, PoolItem
 
 log = structlog.get_logger(__name__)
@@ -139,15 +139,7 @@ async def label_queue(
 ) -> QueueSummary:
     """Consume the queue into the pool until idle (or ``max_messages``); see the module docstring."""
     started = time.perf_counter()
-    summary = QueueSummary(
-        tasks=[t.name for t in tasks],
-        prompts={t.name: [p.id for p in bank.for_task(t.name)] for t in tasks},
-        backend=backend.kind,
-        model=backend.model,
-    )
-    for t in tasks:
-        if not bank.for_task(t.name):
-            raise SpecError(f"no prompt of the bank applies to task {t.name!r}")
+    summary = new_summary(QueueSummary, tasks, bank, backend)
     pool.ensure_tasks({t.name: t.labels for t in tasks})
     await backend.check()
     consumer = kafka_consumer(kafka, options.topic, group_id=options.group)

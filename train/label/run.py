@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -145,6 +145,23 @@ class _Progress:
             self._bar.stop()
 
 
+_S = TypeVar("_S", bound="LabelSummary")
+
+
+def new_summary(kind: type[_S], tasks: Sequence[LabelTask], bank: PromptBank, backend: Backend) -> _S:
+    """An empty summary of a run of ``tasks`` × ``bank`` on ``backend``; a task no prompt of the
+    bank applies to is an error, before anything is asked."""
+    for t in tasks:
+        if not bank.for_task(t.name):
+            raise SpecError(f"no prompt of the bank applies to task {t.name!r}")
+    return kind(
+        tasks=[t.name for t in tasks],
+        prompts={t.name: [p.id for p in bank.for_task(t.name)] for t in tasks},
+        backend=backend.kind,
+        model=backend.model,
+    )
+
+
 async def label(
     utterances: dict[str, Utterance],
     tasks: Sequence[LabelTask],
@@ -158,16 +175,8 @@ async def label(
 ) -> LabelSummary:
     """Label everything, resuming from the cache; write the records, the ensemble and the summary."""
     started = time.perf_counter()
-    summary = LabelSummary(
-        utterances=len(utterances),
-        tasks=[t.name for t in tasks],
-        prompts={t.name: [p.id for p in bank.for_task(t.name)] for t in tasks},
-        backend=backend.kind,
-        model=backend.model,
-    )
-    for t in tasks:
-        if not bank.for_task(t.name):
-            raise SpecError(f"no prompt of the bank applies to task {t.name!r}")
+    summary = new_summary(LabelSummary, tasks, bank, backend)
+    summary.utterances = len(utterances)
     await backend.check()
     jobs = plan(utterances, tasks, bank, backend)
     answers = await answer(jobs, backend, cache, summary, batch_size, progress, on_batch)
