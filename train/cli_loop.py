@@ -54,7 +54,8 @@ SHARED_WITH_FIT = (
     "--serving",
     "serving_version",
     default=None,
-    help="The version to beat (default: the newest version of --model-name in the registry).",
+    help="The version to beat (default: the one the workers served when they chose the pool's newest "
+    "candidate, else the newest version of --model-name in the registry).",
 )
 @click.option("--min-gain", type=float, default=0.005, show_default=True, help="Mean macro-F1 gain required.")
 @click.option(
@@ -93,6 +94,7 @@ def loop(
     from train.loop import FitConfig, Trainer
     from train.pool import Pool
     from train.retrain import EarlierData, PublishRule, held_out_scores, labelled_count, merge_pool
+    from train.retrain import serving_version as serving_version_of
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = load_settings(TrainerSettings)
@@ -133,8 +135,9 @@ def loop(
     result = trainer.fit(out / "checkpoint")
     candidate = held_out_scores(result.checkpoint, merged.data, merged.split)
     registry = Registry(settings.registry_uri)
-    versions = [v for v in registry.versions(config.model_name) if v != version]
-    serving_version = serving_version or (versions[-1] if versions else None)
+    serving_version = serving_version or serving_version_of(
+        contents, registry.versions(config.model_name), version
+    )
     serving = None
     if serving_version is not None:
         bundle = registry.open(config.model_name, serving_version)
@@ -177,9 +180,20 @@ def loop(
         run(publish_events(settings.kafka, settings.topics.model_events, event))
         decision["published"] = True
         click.echo(f"registered and announced {bundle.label} on {settings.topics.model_events}")
-    (out / "decision.json").write_text(json.dumps(decision, indent=2))
+    (out / "decision.json").write_text(json.dumps(_finite(decision), indent=2, allow_nan=False))
     verdict = "publish" if ok else "keep the serving model"
     click.echo(f"{verdict}: {why}\n  candidate {candidate}\n  serving {serving_version}: {serving}")
+
+
+def _finite(value: Any) -> Any:
+    """NaN (a task the held-out set could not score) as null: decision.json stays valid JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 @click.group("pool", context_settings=CONTEXT_SETTINGS)

@@ -161,8 +161,13 @@ class Pool:
                     raise PoolError(f"{path}, line {number}: not a pool item ({e})") from None
                 contents.items.setdefault(uid, item)
         for path in self._files(HUMAN_DIR):
-            for _, row in self._lines(path):
-                contents.human.setdefault(row["task"], {})[row["id"]] = row["label"]
+            for number, row in self._lines(path):
+                try:
+                    contents.human.setdefault(str(row["task"]), {})[str(row["id"])] = str(row["label"])
+                except KeyError as e:
+                    raise PoolError(
+                        f"{path}, line {number}: a review needs id, task and label ({e})"
+                    ) from None
         return contents
 
     def add_reviews(self, rows: Sequence[dict[str, str]]) -> str | None:

@@ -9,8 +9,9 @@
    and the held-out test set are exactly what they would be without the pool. Pool dialogues join
    the training dialogues; those with reviewed labels join the human ones (a pool dialogue holds
    only the candidates and their context, so no other human label comes with it). A pool utterance
-   that the earlier data holds in a dev or test dialogue is left out: it would leak into the
-   held-out set. One it holds in a training dialogue is trained on twice, with each copy's labels.
+   that the earlier data holds in a dev or test dialogue, or whose conversation is one of those
+   dialogues, is left out: it would leak into the held-out set. One it holds in a training dialogue
+   is trained on twice, with each copy's labels.
 2. **Train** the recipe as ``parley train fit`` does.
 3. **Judge.** The candidate and the serving model are scored on the same held-out set (the earlier
    data's test split, human labels): macro-F1 per task. :class:`PublishRule` decides, and the numbers
@@ -50,7 +51,8 @@ class Merged:
     pool_reviewed: int
     """Reviewed (utterance, task) labels of the pool that training sees."""
     left_out: int
-    """Pool utterances left out because the earlier data holds them in a dev or test dialogue."""
+    """Pool utterances left out because the earlier data holds them, or their conversation, in a dev
+    or test dialogue."""
     files: dict[str, Path]
 
 
@@ -85,6 +87,12 @@ def merge_pool(
     base_split = split_by_dialogue(base, seed=seed)
     dev = set(base_split.dev)
     held_out = {uid for uid, u in base.utterances.items() if u.split == "test" or u.dialogue_id in dev}
+    held_out_dialogues = dev | {u.dialogue_id for u in base.utterances.values() if u.split == "test"}
+    held_out |= {
+        uid
+        for uid, item in contents.items.items()
+        if str(item.candidate.get("conversation_id")) in held_out_dialogues
+    }
     left_out = [uid for uid in contents.items if uid in held_out]
     kept = PoolContents(
         contents.tasks,
@@ -177,12 +185,14 @@ class PublishRule:
         )
 
     def decide(self, candidate: dict[str, float], serving: dict[str, float] | None) -> tuple[bool, str]:
-        """(publish?, why in words)."""
+        """(publish?, why in words). A task the held-out set cannot score for the new model (no human
+        label: NaN) refuses: a model is never published on a score that was not measured."""
+        unscored = sorted(t for t, v in candidate.items() if not np.isfinite(v))
+        if unscored:
+            return False, f"the held-out set has no human label to score {', '.join(unscored)}: cannot judge"
         if serving is None:
             return True, "no serving model to compare with: the first version publishes"
-        shared = [
-            t for t in candidate if t in serving and np.isfinite(candidate[t]) and np.isfinite(serving[t])
-        ]
+        shared = [t for t in candidate if t in serving and np.isfinite(serving[t])]
         if not shared:
             return True, "the serving model shares no task with this one (same labels): nothing to compare"
         gain = float(np.mean([candidate[t] for t in shared]) - np.mean([serving[t] for t in shared]))
@@ -199,3 +209,22 @@ class PublishRule:
             f"mean gain {gain:+.4f} ≥ {self.min_gain:+.3f}, "
             f"no task fell by more than {self.max_task_drop:.3f}",
         )
+
+
+def serving_version(contents: PoolContents, versions: list[str], candidate: str) -> str | None:
+    """The version to beat: the one the workers served when they last chose a candidate of the pool
+    (each candidate names its model), if the registry has it; else the newest registered version
+    other than the candidate's own; None when there is none (the first model)."""
+    newest = max(
+        (i.candidate for i in contents.items.values() if (i.candidate.get("model") or {}).get("version")),
+        key=lambda c: str(c.get("selected_at") or ""),
+        default=None,
+    )
+    if (
+        newest is not None
+        and newest["model"]["version"] in versions
+        and newest["model"]["version"] != candidate
+    ):
+        return str(newest["model"]["version"])
+    others = [v for v in versions if v != candidate]
+    return others[-1] if others else None

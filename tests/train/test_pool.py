@@ -136,11 +136,16 @@ def test_merging_the_pool_keeps_the_held_out_set_and_the_budget_as_they_were(tmp
     pool.ensure_tasks(TASKS)
     leaked = "d10-t1"  # an utterance of a test dialogue came back through live traffic
     pool.write_segment(
-        "s", [item("live-1", "live", "new words", context=1), item(leaked, "d10", "text 10 1")]
+        "s",
+        [
+            item("live-1", "live", "new words", context=1),
+            item(leaked, "d10", "text 10 1"),
+            item("live-2", "d11", "a new turn of a test conversation"),  # under an id of its own
+        ],
     )
     pool.add_reviews([{"id": "live-1", "task": "sentiment", "label": "positive"}])
     merged = merge_pool(earlier, TASKS, pool.read(), tmp_path / "work", 0.25, seed=3)
-    assert merged.left_out == 1
+    assert merged.left_out == 2
     assert (merged.pool_candidates, merged.pool_reviewed) == (1, 1)
     assert merged.split.test == base_split.test
     assert merged.split.dev == base_split.dev
@@ -159,6 +164,8 @@ def test_merging_the_pool_keeps_the_held_out_set_and_the_budget_as_they_were(tmp
         ({"a": 0.552, "b": 0.50}, {"a": 0.55, "b": 0.50}, False, "below the required"),
         ({"a": 0.70, "b": 0.45}, {"a": 0.55, "b": 0.50}, False, "b −0.050 fell"),
         ({"a": 0.6}, {"z": 0.9}, True, "shares no task"),
+        ({"a": float("nan"), "b": 0.9}, {"a": 0.5, "b": 0.5}, False, "no human label to score a"),
+        ({"a": float("nan")}, None, False, "cannot judge"),
     ],
 )
 def test_the_publish_rule(
@@ -208,3 +215,20 @@ def test_review_puts_disagreements_and_rare_labels_first(tmp_path: Path) -> None
     assert rows[0]["priority"] == 1.0
     assert len(rows) == 3
     assert rows[2]["priority"] < rows[1]["priority"]
+
+
+def test_the_version_to_beat_is_the_one_that_served_the_pool() -> None:
+    from train.pool import PoolContents
+    from train.retrain import serving_version
+
+    def served(uid: str, version: str, at: str) -> PoolItem:
+        i = item(uid, "c", "text")
+        i.candidate.update(model={"name": "m", "version": version, "backend": "onnxruntime"}, selected_at=at)
+        return i
+
+    contents = PoolContents(
+        TASKS, {"a": served("a", "v1", "2026-01-01"), "b": served("b", "v2", "2026-02-01")}
+    )
+    assert serving_version(contents, ["v1", "v2", "v3"], candidate="v4") == "v2"  # not v3, never promoted
+    assert serving_version(contents, ["v1", "v3"], candidate="v4") == "v3"  # v2 is not registered here
+    assert serving_version(PoolContents(TASKS), ["v1"], candidate="v1") is None

@@ -55,6 +55,8 @@ class QueueOptions:
     idle_exit_s: float | None = 10.0
     max_messages: int | None = None
     retries: int = 3
+    max_poll_interval_s: int = 3600
+    """Longest a poll's labelling may take before the group gives its partitions to another member."""
     request_batch: int = 8
     """Requests per backend call."""
 
@@ -142,7 +144,11 @@ async def label_queue(
     summary = new_summary(QueueSummary, tasks, bank, backend)
     pool.ensure_tasks({t.name: t.labels for t in tasks})
     await backend.check()
-    consumer = kafka_consumer(kafka, options.topic, group_id=options.group)
+    # Labelling a poll can take minutes on a slow backend: the group must not drop the consumer
+    # between two polls for it (a dropped consumer could commit nothing).
+    consumer = kafka_consumer(
+        kafka, options.topic, group_id=options.group, max_poll_interval_ms=options.max_poll_interval_s * 1000
+    )
     await consumer.start()
     seen: set[str] = set()
     try:
