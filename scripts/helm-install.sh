@@ -13,7 +13,8 @@
 #      threshold of 0) fail at install, with a message, and install nothing.
 #
 #   scripts/helm-install.sh            bring the cluster up if needed, check every scenario
-#   KEEP_CLUSTER=1 scripts/helm-install.sh   leave the cluster running afterwards (default: down)
+#   KEEP_CLUSTER=1 scripts/helm-install.sh   leave the cluster running afterwards (default: a cluster
+#                                            this run started goes down; one already up stays up)
 #
 # Needs Go (the binaries are built once and cached: scripts/k8s.sh build) and Helm (scripts/helm-check.sh
 # builds it). Prints how long each part took.
@@ -22,6 +23,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 chart="$root/helm/parley"
 cache="${PARLEY_CACHE_DIR:-$HOME/.cache/parley}/k8s"
+command -v go >/dev/null 2>&1 || { echo "helm-install: error: Go is required (it builds Helm and Kubernetes)" >&2; exit 1; }
 gobin="${GOBIN:-$(go env GOPATH)/bin}"
 export PATH="$cache/bin:$gobin:$PATH"
 release=parley
@@ -31,11 +33,18 @@ die() { printf 'helm-install: error: %s\n' "$*" >&2; exit 1; }
 
 command -v helm >/dev/null 2>&1 || die "helm is missing: run 'make helm' first (it builds Helm)"
 started=$SECONDS
+work="$(mktemp -d)"
+was_up=0
+bash "$here/k8s.sh" status 2>/dev/null | grep -q "API server ready" && was_up=1
+finish() {
+  rm -rf "$work"
+  # a cluster this run started goes down again, unless asked to keep it; one that was up stays up
+  if [[ "$was_up" == 0 && "${KEEP_CLUSTER:-0}" != 1 ]]; then bash "$here/k8s.sh" down >/dev/null; fi
+}
+trap finish EXIT
 bash "$here/k8s.sh" up
 eval "$(bash "$here/k8s.sh" env)"
-[[ "${KEEP_CLUSTER:-0}" == 1 ]] || trap 'bash "$here/k8s.sh" down >/dev/null' EXIT
 say "cluster ready after $((SECONDS - started)) s"
-work="$(mktemp -d)"
 
 # What a cluster running parley already has: a priority class the GPU scenario names, and the
 # monitoring namespace where Grafana's sidecar picks up dashboards (the keda scenario).
@@ -77,6 +86,11 @@ scenario() {  # scenario NAME [VALUES_FILE]
   local name="$1" values=() ns="parley-$1" t0=$SECONDS
   [[ -n "${2:-}" ]] && values=(-f "$2")
   say "[$name] install"
+  if kubectl get namespace "$ns" >/dev/null 2>&1; then  # left by an earlier run that failed
+    helm uninstall "$release" -n "$ns" --wait >/dev/null 2>&1 || true
+    kubectl delete namespace "$ns" --timeout 120s >/dev/null
+    recycle_volumes
+  fi
   kubectl create namespace "$ns" >/dev/null
   prerequisites "$ns" "${2:-}"
   helm install "$release" "$chart" -n "$ns" "${values[@]}" --wait --timeout 5m >/dev/null

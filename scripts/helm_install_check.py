@@ -8,8 +8,9 @@
 `installed`: every object of `helm get manifest` exists in the API server; every pod of the release
 is scheduled (kwok runs it); GPU workers sit on GPU nodes only and CPU workers on CPU nodes only;
 each GPU kind's watcher on a node with that kind's product label, the CPU watcher on a CPU node;
-the ScaledObject, the PodDisruptionBudget and every CronJob were accepted. `rolled`: after an upgrade,
-the worker Deployment runs a new pod template and its pods are ready. `gone`: after an uninstall,
+the ScaledObject, the PodDisruptionBudget and every CronJob were accepted, and a run started from
+each CronJob lands on a GPU node when it asks for a GPU and on a CPU node otherwise. `rolled`: after
+an upgrade, the worker Deployment runs a new pod template and its pods are ready. `gone`: after an uninstall,
 none of the manifest's objects and no pod of the release is left, except what the chart marks
 ``helm.sh/resource-policy: keep`` (the registry's claim: bundles outlive releases), which must be.
 Standard library only; kubectl and helm come from PATH (scripts/helm-install.sh puts the built ones
@@ -155,6 +156,9 @@ def check_installed(release: str, namespace: str) -> None:
         status = d.get("status", {})
         if status.get("readyReplicas", 0) < d["spec"].get("replicas", 1):
             failures.append(f"deployment {d['metadata']['name']} is not ready: {status}")
+    for _, kind, name in objects:
+        if kind == "CronJob":
+            failures += run_once(name, namespace, nodes)
     kinds = {k for _, k, _ in objects}
     print(
         f"{release}: {len(objects)} objects ({', '.join(sorted(kinds))}), {len(pods)} pods on "
@@ -162,6 +166,42 @@ def check_installed(release: str, namespace: str) -> None:
     )
     if failures:
         sys.exit("\n".join(failures))
+
+
+def run_once(cronjob: str, namespace: str, nodes: dict[str, dict[str, str]]) -> list[str]:
+    """Start a Job from the CronJob, as its schedule would, and check where its pod lands: on a GPU
+    node when it asks for a GPU, on a CPU node otherwise. The Job is deleted afterwards."""
+    job = f"{cronjob[:40]}-check"
+    done = subprocess.run(
+        ["kubectl", "create", "job", job, f"--from=cronjob/{cronjob}", "-n", namespace],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        return [f"could not start a job from cronjob {cronjob}: {done.stderr.strip()}"]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            pods = kubectl("get", "pods", "-n", namespace, "-l", f"job-name={job}")["items"]
+            placed = [p for p in pods if p["spec"].get("nodeName")]
+            if placed:
+                break
+            if time.monotonic() > deadline:
+                return [f"the pod of a job from cronjob {cronjob} was never scheduled"]
+            time.sleep(1)
+        pod = placed[0]
+        node = pod["spec"]["nodeName"]
+        limits = [c.get("resources", {}).get("limits") or {} for c in pod["spec"]["containers"]]
+        wants_gpu = any("nvidia.com/gpu" in lim for lim in limits)
+        print(f"  a run of cronjob {cronjob} ({'GPU' if wants_gpu else 'CPU'}) was scheduled on {node}")
+        if wants_gpu != (nodes[node].get(GPU) == "true"):
+            return [f"a run of cronjob {cronjob} ({'GPU' if wants_gpu else 'CPU'}) landed on {node}"]
+        return []
+    finally:
+        subprocess.run(
+            ["kubectl", "delete", "job", job, "-n", namespace, "--cascade=foreground", "--wait"],
+            capture_output=True,
+        )
 
 
 def snapshot(release: str, namespace: str) -> dict[str, Any]:

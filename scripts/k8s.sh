@@ -136,11 +136,17 @@ cmd_build() {
 
 kubectl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
-pid_of() {
+pid_of() {  # the pid of a component this script started, if it still runs (never another process's)
   local f="$run/$1.pid" pid
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f")"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
+    && [[ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" == "$(readlink -f "$bin/$1")" ]] && echo "$pid"
+}
+
+all_running() {
+  local name
+  for name in "${components[@]}"; do pid_of "$name" >/dev/null || return 1; done
 }
 
 start() {  # start NAME ARGS...: in the background, logging to $run/logs/NAME.log
@@ -244,17 +250,18 @@ EOF
 }
 
 cmd_up() {
-  if pid_of kube-apiserver >/dev/null && api_ready >/dev/null 2>&1; then
+  if all_running && api_ready >/dev/null 2>&1; then
     say "already up: export KUBECONFIG=$kubeconfig"
     return 0
   fi
-  [[ -d "$run" ]] && cmd_down >/dev/null
+  [[ -d "$run" ]] && cmd_down >/dev/null  # a part is missing: start over
   cmd_build
   "$(command -v python3)" "$here/probe.py" port-free 127.0.0.1 "$api_port" \
     || die "port $api_port is taken; choose another: K8S_API_PORT=26443 $0 up"
   "$(command -v python3)" "$here/probe.py" port-free 127.0.0.1 "$etcd_port" \
     || die "port $etcd_port is taken; choose another: K8S_ETCD_PORT=22379 $0 up"
   local started=$SECONDS
+  trap 'status=$?; if ((status != 0)); then say "start-up failed; stopping what started"; cmd_down >/dev/null; fi' EXIT
   write_credentials
   start etcd --name parley --data-dir "$run/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
@@ -281,6 +288,7 @@ cmd_up() {
   wait_for "Ready nodes" 90 kubectl wait --for condition=Ready node --all --timeout 5s
   create_cluster_objects
   wait_for "the default service account" 60 kubectl get serviceaccount default -n default
+  trap - EXIT
   say "up in $((SECONDS - started)) s: export KUBECONFIG=$kubeconfig"
 }
 

@@ -113,13 +113,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 Fail when tolerations given in place of the default GPU toleration leave the GPU taint untolerated:
-GPU nodes carry nvidia.com/gpu:NoSchedule, so such pods would wait for a node forever.
+GPU nodes carry the nvidia.com/gpu:NoSchedule taint, so such pods would wait for a node forever. A
+toleration counts when it has the key (or no key and Exists) and no effect or NoSchedule; its value is
+not checked, as clusters taint with different values (present, true, …).
 Call with (dict "tolerations" LIST "where" "worker.tolerations").
 */}}
 {{- define "parley.checkGpuTolerations" -}}
 {{- $ok := false }}
 {{- range .tolerations }}
-{{- if or (eq (default "" .key) "nvidia.com/gpu") (and (not .key) (eq (default "" .operator) "Exists")) }}
+{{- $keyMatches := or (eq (default "" .key) "nvidia.com/gpu") (and (not .key) (eq (default "" .operator) "Exists")) }}
+{{- $effectMatches := or (not .effect) (eq .effect "NoSchedule") }}
+{{- if and $keyMatches $effectMatches }}
 {{- $ok = true }}
 {{- end }}
 {{- end }}
