@@ -167,8 +167,8 @@ def fit(
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = load_settings(TrainerSettings)  # logging and settings, once
-    all_labels = json.loads(labels_path.read_text())
-    chosen = {t: all_labels[t] for t in (tasks or all_labels)}
+    all_labels = read_labels(labels_path, ())
+    chosen = read_labels(labels_path, tasks)
     data = load_dataset(utterances, chosen, gold, llm, skip_tasks=frozenset(all_labels) - frozenset(chosen))
     split = split_by_dialogue(data, seed=seed)
     settings_given = {
@@ -300,6 +300,24 @@ def compare(spec: Path, out: Path, device: str | None, only: tuple[str, ...]) ->
         grid = dataclasses.replace(grid, fit={**grid.fit, "device": device})
     run_grid(data, grid, out, on_run=lambda name: click.echo(f"running {name}"), only=only or None)
     click.echo((out / "compare.md").read_text())
+
+
+def read_labels(path: Path, tasks: tuple[str, ...]) -> dict[str, list[str]]:
+    """labels.json's label lists for ``tasks`` (all by default), or a usage error saying what is wrong."""
+    import json
+
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"{path} is not JSON ({e})", param_hint="--labels") from None
+    if not isinstance(labels, dict) or not all(
+        isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in labels.values()
+    ):
+        raise click.BadParameter(f"{path} must map each task to its list of labels", param_hint="--labels")
+    unknown = [t for t in tasks if t not in labels]
+    if unknown:
+        raise click.BadParameter(f"{unknown} not in {path}; it has {sorted(labels)}", param_hint="--task")
+    return {t: labels[t] for t in (tasks or labels)}
 
 
 def _fit_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -98,8 +98,9 @@ def loop(
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = load_settings(TrainerSettings)
-    all_labels = json.loads(fit["labels_path"].read_text())
-    labels = {t: all_labels[t] for t in (fit["tasks"] or all_labels)}
+    from train.cli import _fit_overrides, read_labels
+
+    labels = read_labels(fit["labels_path"], fit["tasks"])
     version = fit["version"] or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     contents = Pool(pool_uri).read()
     merged = merge_pool(
@@ -114,8 +115,6 @@ def loop(
         f"pool {pool_uri}: {merged.pool_candidates} labelled candidate(s), {merged.pool_reviewed} reviewed "
         f"label(s); {merged.left_out} left out (held-out utterances of the earlier data)"
     )
-    from train.cli import _fit_overrides
-
     given = {
         "method": fit["method"],
         "model_name": fit["model_name"],

@@ -232,3 +232,24 @@ def test_the_version_to_beat_is_the_one_that_served_the_pool() -> None:
     assert serving_version(contents, ["v1", "v2", "v3"], candidate="v4") == "v2"  # not v3, never promoted
     assert serving_version(contents, ["v1", "v3"], candidate="v4") == "v3"  # v2 is not registered here
     assert serving_version(PoolContents(TASKS), ["v1"], candidate="v1") is None
+
+
+def test_the_loop_command_says_what_is_wrong_with_its_inputs(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from parley.cli import cli
+
+    earlier = _earlier(tmp_path)
+    (tmp_path / "labels.json").write_text(json.dumps(TASKS))
+    (tmp_path / "broken.json").write_text("{not json")
+    base = ["train", "loop", "--utterances", str(earlier.utterances), "--gold", str(earlier.gold)]
+    base += ["--pool", str(tmp_path / "pool"), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, [*base, "--labels", str(tmp_path / "broken.json")])
+    assert result.exit_code == 2
+    assert "is not JSON" in result.output
+    result = CliRunner().invoke(cli, [*base, "--labels", str(tmp_path / "labels.json"), "--task", "intent"])
+    assert result.exit_code == 2
+    assert "['intent'] not in" in result.output
+    result = CliRunner().invoke(cli, [*base, "--labels", str(tmp_path / "labels.json")])
+    assert isinstance(result.exception, PoolError)
+    assert "not a pool yet" in str(result.exception)
