@@ -61,6 +61,11 @@ def arguments() -> argparse.Namespace:
         "first k of `parley train pool export` (priority: engine/LLM disagreement, LLM-rare labels). "
         "Random selection always reviews k of its random picks.",
     )
+    p.add_argument(
+        "--balance-tasks",
+        action="store_true",
+        help="The Selector ranks rows by their place in every task's order (SelectionPolicy.balance_tasks).",
+    )
     p.add_argument("--report", action="store_true", help="Only write the report from finished runs.")
     p.add_argument("--name", default="loop", help="docs/benchmarks/<name>.md/.json/.png")
     return p.parse_args()
@@ -292,7 +297,11 @@ def simulate(args: argparse.Namespace) -> None:
             metrics, _, counts = train_round(files, corpus, empty, base / "r0", seed, args)
             record(start, "seed", seed, 0, metrics, counts, time.perf_counter() - t0)
         for strategy in STRATEGIES:
-            selector = Selector(SelectionPolicy(share=1.0, min_score=0.0, quota_per_class=10**9))
+            selector = Selector(
+                SelectionPolicy(
+                    share=1.0, min_score=0.0, quota_per_class=10**9, balance_tasks=args.balance_tasks
+                )
+            )
             pool_dir = base / strategy / "pool"
             previous = seed_ckpt
             for r, dialogues in enumerate(rounds, start=1):
@@ -388,7 +397,8 @@ def report(args: argparse.Namespace) -> None:
         f"(seeds {args.seeds}; {args.seed_dialogues} seed dialogues; {args.rounds} rounds of "
         f"{args.round_dialogues} dialogues; K = {args.llm_per_round} LLM-labelled and k = {args.human_per_round} "
         f"human-labelled utterances per round; pretrain {args.pretrain_epochs} / fine-tune "
-        f"{args.finetune_epochs} epochs, max length {args.max_length}; the loop's reviews: {args.review}), "
+        f"{args.finetune_epochs} epochs, max length {args.max_length}; the loop's reviews: {args.review}"
+        f"{'; tasks balanced' if args.balance_tasks else ''}), "
         f"on {platform.node()} "
         f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), "
         f"{datetime.now(UTC):%Y-%m-%d}.",

@@ -54,6 +54,10 @@ class SelectionPolicy:
     """Normalised texts remembered for near-duplicate detection (the oldest are forgotten)."""
     rarity_warmup: int = 200
     """Predictions of a task seen before its rarity scores count."""
+    balance_tasks: bool = False
+    """Rank each row by its place among the rows of every task instead of by its largest score, so the
+    first choices go to each task's most uncertain (or rarest) rows in turn: one task whose scores run
+    higher (more labels, a weaker head) cannot crowd out the others."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.share <= 1.0:
@@ -95,6 +99,11 @@ def text_key(text: str) -> bytes:
     """Texts that differ only in case, punctuation or spacing share a key."""
     normal = _NOT_WORD.sub(" ", text.casefold()).strip()
     return hashlib.blake2b(normal.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def reason_of(options: Sequence[tuple[float, Reason, str]]) -> Reason:
+    """The reason of the largest of a row's (score, reason, task) options."""
+    return max(options, key=lambda o: o[0])[1]
 
 
 def uncertainty(p: np.ndarray) -> np.ndarray:
@@ -148,20 +157,31 @@ class Selector:
             differ = {t: (previous[t].argmax(axis=1) != top[t]) & ok for t, ok in answered.items()}
             if differ:
                 dis = np.stack(list(differ.values())).mean(axis=0)
-        scored: list[tuple[float, int, Reason, str]] = []
+        # Per task, each row's place among the batch's rows by its larger task score (0: the first).
+        place = {
+            t: np.argsort(np.argsort(-np.maximum(unc[t], rar[t]), kind="stable"), kind="stable")
+            for t in tasks
+        }
+        scored: list[tuple[float, float, int, Reason, str]] = []
         for i in range(n):
             options: list[tuple[float, Reason, str]] = [(float(unc[t][i]), "uncertain", t) for t in tasks]
             options += [(float(rar[t][i]), "rare", t) for t in tasks]
             if dis is not None and dis[i] > 0:
                 first = next(t for t, d in differ.items() if d[i])
                 options.append((float(dis[i]), "disagreement", first))
-            score, reason, task = max(options, key=lambda o: o[0])
+            if self.policy.balance_tasks and reason_of(options) != "disagreement":
+                task = min(tasks, key=lambda t: place[t][i])
+                score, reason, _ = max((o for o in options if o[2] == task), key=lambda o: o[0])
+                order = float(place[task][i])
+            else:
+                score, reason, task = max(options, key=lambda o: o[0])
+                order = -1.0 if self.policy.balance_tasks else -score
             if score >= self.policy.min_score:
-                scored.append((score, i, reason, task))
+                scored.append((order, score, i, reason, task))
             else:
                 outcome.dropped["below"] += 1
         self._roll_window()
-        for score, i, reason, task in sorted(scored, key=lambda s: -s[0]):
+        for _, score, i, reason, task in sorted(scored, key=lambda s: (s[0], -s[1])):
             key = text_key(texts[i])
             uid = ids[i] if ids is not None else None
             if key in self._chosen_texts and (uid is None or self._chosen_texts[key] != uid):

@@ -130,3 +130,19 @@ def test_a_row_the_previous_engine_failed_is_no_disagreement() -> None:
     now = probs([[0.98, 0.01, 0.01]], [[0.99, 0.01]])
     failed = {t: np.full_like(v, np.nan) for t, v in now.items()}
     assert selector.choose(["x"], now, LABELS, previous=failed).chosen == []
+
+
+def test_balancing_tasks_gives_each_task_its_turn() -> None:
+    """Task a's scores all run higher than task b's: by the largest score a takes the first choices,
+    with balance_tasks each task's most uncertain row comes first in turn."""
+    a = np.array([[0.5, 0.5], [0.52, 0.48], [0.55, 0.45], [0.9, 0.1]])  # uncertain, …, sure
+    b = np.array([[0.9, 0.1], [0.95, 0.05], [0.99, 0.01], [0.6, 0.4]])  # sure, …, the least sure
+    labels = {"a": ["x", "y"], "b": ["x", "y"]}
+    texts = ["one", "two", "three", "four"]
+    plain = Selector(SelectionPolicy(share=1.0, min_score=0.0)).choose(texts, {"a": a, "b": b}, labels)
+    balanced = Selector(SelectionPolicy(share=1.0, min_score=0.0, balance_tasks=True)).choose(
+        texts, {"a": a, "b": b}, labels
+    )
+    assert [c.row for c in plain.chosen][:2] == [0, 1]
+    assert [(c.row, c.task) for c in balanced.chosen][:2] == [(0, "a"), (3, "b")]
+    assert balanced.chosen[1].score == pytest.approx(1 - (0.6 - 0.4))
