@@ -134,7 +134,7 @@ def train_round(
 ) -> tuple[dict[str, float], Path, dict[str, int]]:
     from train.loop import FitConfig, Trainer
     from train.pool import Pool
-    from train.retrain import EarlierData, merge_pool
+    from train.retrain import EarlierData, labelled_count, merge_pool
 
     pool = Pool(str(pool_dir))
     pool.ensure_tasks(corpus.labels)
@@ -160,12 +160,7 @@ def train_round(
     counts = {
         "pool_candidates": merged.pool_candidates,
         "pool_reviewed": merged.pool_reviewed,
-        "human_labels": sum(
-            1
-            for uid, u in merged.data.utterances.items()
-            if u.dialogue_id in set(merged.human_dialogues)
-            and any(uid in g for g in merged.data.gold.values())
-        ),
+        "human_labels": labelled_count(merged.data, merged.human_dialogues),
     }
     return metrics, result.checkpoint, counts
 

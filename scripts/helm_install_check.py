@@ -24,14 +24,28 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 GPU = "nvidia.com/gpu.present"
-ELSEWHERE: dict[tuple[str, str], str] = {}
-"""(kind, name) → namespace of the objects the chart puts outside the release's namespace."""
-KEPT: set[tuple[str, str]] = set()
-"""(kind, name) of the objects the chart asks Helm to keep on uninstall (helm.sh/resource-policy)."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One object of the release's manifest."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str | None
+    """Set when the chart puts it outside the release's namespace."""
+    kept: bool
+    """The chart asks Helm to keep it on uninstall (helm.sh/resource-policy: keep)."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}/{self.name}"
 
 
 def kubectl(*args: str, check: bool = True) -> Any:
@@ -43,8 +57,8 @@ def kubectl(*args: str, check: bool = True) -> Any:
     return json.loads(done.stdout)
 
 
-def manifest_objects(release: str, namespace: str, path: str | None = None) -> list[tuple[str, str, str]]:
-    """(apiVersion, kind, name) of every object of the release's manifest."""
+def manifest_objects(release: str, namespace: str, path: str | None = None) -> list[Rendered]:
+    """Every object of the release's manifest (helm get manifest, or a saved copy at ``path``)."""
     text = (
         Path(path).read_text(encoding="utf-8")
         if path
@@ -69,18 +83,22 @@ def manifest_objects(release: str, namespace: str, path: str | None = None) -> l
             elif line and not line.startswith(" "):
                 in_metadata = False
         if {"apiVersion", "kind", "name"} <= fields.keys():
-            objects.append((fields["apiVersion"], fields["kind"], fields["name"]))
-            if "namespace" in fields:
-                ELSEWHERE[(fields["kind"], fields["name"])] = fields["namespace"]
-            if "helm.sh/resource-policy: keep" in doc:
-                KEPT.add((fields["kind"], fields["name"]))
+            objects.append(
+                Rendered(
+                    fields["apiVersion"],
+                    fields["kind"],
+                    fields["name"],
+                    fields.get("namespace"),
+                    "helm.sh/resource-policy: keep" in doc,
+                )
+            )
     return objects
 
 
-def get(api_version: str, kind: str, name: str, namespace: str) -> Any:
+def get(obj: Rendered, namespace: str) -> Any:
     """The object, or None when the API server does not have it."""
-    where = ELSEWHERE.get((kind, name), namespace)
-    return kubectl("get", resource(api_version, kind), name, "-n", where, check=False)
+    where = obj.namespace or namespace
+    return kubectl("get", resource(obj.api_version, obj.kind), obj.name, "-n", where, check=False)
 
 
 def resource(api_version: str, kind: str) -> str:
@@ -122,9 +140,9 @@ def wait_pods_ready(
 def check_installed(release: str, namespace: str) -> None:
     failures = []
     objects = manifest_objects(release, namespace)
-    for api_version, kind, name in objects:
-        if get(api_version, kind, name, namespace) is None:
-            failures.append(f"{kind}/{name} was rendered but is not in the API server")
+    for obj in objects:
+        if get(obj, namespace) is None:
+            failures.append(f"{obj.label} was rendered but is not in the API server")
     nodes = {n["metadata"]["name"]: n["metadata"]["labels"] for n in kubectl("get", "nodes")["items"]}
     deployments = {
         d["metadata"]["name"]: d
@@ -156,10 +174,10 @@ def check_installed(release: str, namespace: str) -> None:
         status = d.get("status", {})
         if status.get("readyReplicas", 0) < d["spec"].get("replicas", 1):
             failures.append(f"deployment {d['metadata']['name']} is not ready: {status}")
-    for _, kind, name in objects:
-        if kind == "CronJob":
-            failures += run_once(name, namespace, nodes)
-    kinds = {k for _, k, _ in objects}
+    for obj in objects:
+        if obj.kind == "CronJob":
+            failures += run_once(obj.name, namespace, nodes)
+    kinds = {obj.kind for obj in objects}
     print(
         f"{release}: {len(objects)} objects ({', '.join(sorted(kinds))}), {len(pods)} pods on "
         f"{sorted({p['spec'].get('nodeName') for p in pods})}"
@@ -227,20 +245,17 @@ def check_rolled(release: str, namespace: str, before: dict[str, Any]) -> None:
 
 
 def check_gone(release: str, namespace: str, manifest: str) -> None:
+    objects = manifest_objects(release, namespace, manifest)
     deadline = time.monotonic() + 120
     while True:
-        present = [
-            (kind, name)
-            for api_version, kind, name in manifest_objects(release, namespace, manifest)
-            if get(api_version, kind, name, namespace) is not None
-        ]
-        left = [f"{kind}/{name}" for kind, name in present if (kind, name) not in KEPT]
+        present = [obj for obj in objects if get(obj, namespace) is not None]
+        left = [obj.label for obj in present if not obj.kept]
         left += [f"Pod/{p['metadata']['name']}" for p in release_pods(release, namespace)]
-        gone = [f"{kind}/{name}" for kind, name in KEPT if (kind, name) not in present]
+        gone = [obj.label for obj in objects if obj.kept and obj not in present]
         if gone:
             sys.exit(f"helm uninstall removed what the chart asks it to keep: {gone}")
         if not left:
-            kept = sorted(f"{kind}/{name}" for kind, name in KEPT)
+            kept = sorted(obj.label for obj in objects if obj.kept)
             print(
                 f"{release}: uninstalled, nothing left"
                 + (f" but what the chart keeps: {kept}" if kept else "")

@@ -29,6 +29,7 @@ import numpy as np
 
 from train.data import Dataset, Split, load_dataset, read_rows, select_human, split_by_dialogue
 from train.errors import TrainError
+from train.evaluate import other_tasks
 from train.pool import PoolContents, training_rows
 
 POOL_SPLIT = "pool"
@@ -82,7 +83,11 @@ def merge_pool(
             )
     base_rows = [row for _, row in read_rows(earlier.utterances)]
     base = load_dataset(
-        earlier.utterances, labels, earlier.gold, earlier.llm, skip_tasks=_others(earlier, labels)
+        earlier.utterances,
+        labels,
+        earlier.gold,
+        earlier.llm,
+        skip_tasks=other_tasks(labels, earlier.gold, earlier.llm),
     )
     base_split = split_by_dialogue(base, seed=seed)
     dev = set(base_split.dev)
@@ -128,11 +133,6 @@ def merge_pool(
         left_out=len(left_out),
         files=files,
     )
-
-
-def _others(earlier: EarlierData, labels: dict[str, list[str]]) -> frozenset[str]:
-    named = {str(r.get("task")) for path in (earlier.gold, earlier.llm) if path for _, r in read_rows(path)}
-    return frozenset(named - set(labels))
 
 
 def held_out_scores(checkpoint: Path, data: Dataset, split: Split) -> dict[str, float]:
