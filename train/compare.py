@@ -178,7 +178,12 @@ def run_grid(
             pretrained=out / "pretrained" / f"{pretrain_key(config, trainer.data)}.pt",
         )
         test_utts, test_probs = trainer.predict(split.test)
-        calibration = _calibration(data, trainer, split, test_utts, test_probs)
+        dev_utts, dev_probs = trainer.predict(split.dev)
+        calibration = _calibration(data, (dev_utts, dev_probs), (test_utts, test_probs))
+        # The probabilities themselves, so calibrators can be compared after the fact without
+        # retraining (benchmarks/calibration_report.py); written before the record, which marks the end.
+        parts = {"dev": (dev_utts, dev_probs), "test": (test_utts, test_probs)}
+        write_probabilities(out / "probs" / f"{path.stem}.npz", parts)
         record = {
             "method": method,
             "variant": variant,
@@ -210,19 +215,18 @@ def _gold_rows(
     return probs[idx], np.array([y for _, y in keep], dtype=np.int64)
 
 
-def _calibration(
-    data: Dataset, trainer: Trainer, split: Any, test_utts: list[Any], test_probs: dict[str, np.ndarray]
-) -> dict[str, dict[str, float]]:
+Predictions = tuple[list[Any], dict[str, np.ndarray]]
+
+
+def _calibration(data: Dataset, dev: Predictions, test: Predictions) -> dict[str, dict[str, float]]:
     """Per task: the student's test ECE, and its test ECE after a temperature fitted on dev."""
     from train.evaluate import ece, fit_temperature, scale
 
-    dev_utts, dev_probs = trainer.predict(split.dev)
     out = {}
     for task, labels in data.labels.items():
         gold = data.gold.get(task, {})
-
-        dev_p, dev_y = _gold_rows(dev_utts, dev_probs[task], gold, labels)
-        test_p, test_y = _gold_rows(test_utts, test_probs[task], gold, labels)
+        dev_p, dev_y = _gold_rows(dev[0], dev[1][task], gold, labels)
+        test_p, test_y = _gold_rows(test[0], test[1][task], gold, labels)
         if len(test_y) == 0:
             continue
         temperature = fit_temperature(dev_p, dev_y)
@@ -232,6 +236,33 @@ def _calibration(
             "ece_scaled": ece(scale(test_p, temperature), test_y),
         }
     return out
+
+
+def write_probabilities(path: Path, parts: dict[str, Predictions]) -> None:
+    """``<part>/ids`` and ``<part>/<task>`` (float32 [N, C]) per part, as one compressed .npz."""
+    arrays: dict[str, np.ndarray] = {}
+    for part, (utts, probs) in parts.items():
+        arrays[f"{part}/ids"] = np.array([u.id for u in utts], dtype=str)
+        for task, p in probs.items():
+            arrays[f"{part}/{task}"] = p.astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez_compressed(partial, **arrays)  # type: ignore[arg-type]
+    partial.replace(path)
+
+
+def read_probabilities(path: Path) -> dict[str, tuple[list[str], dict[str, np.ndarray]]]:
+    """What ``write_probabilities`` wrote: part → (utterance ids, task → probabilities)."""
+    with np.load(path) as z:
+        parts: dict[str, tuple[list[str], dict[str, np.ndarray]]] = {}
+        for key in z.files:
+            part, name = key.split("/", 1)
+            ids, probs = parts.setdefault(part, ([], {}))
+            if name == "ids":
+                ids.extend(z[key].tolist())
+            else:
+                probs[name] = z[key]
+    return parts
 
 
 def _teacher(data: Dataset, seed: int) -> dict[str, dict[str, float]]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch", reason="training needs the train extra")
 
-from train.compare import Grid, run_grid
+from train.compare import Grid, read_probabilities, run_grid
 from train.errors import TrainError
 
 from .test_loop import synthetic, tiny_student
@@ -78,6 +79,15 @@ def test_only_runs_the_named_runs_in_the_order_given_and_records_predictions(tmp
     assert 0 <= calibration["ece"] <= 1
     assert 0 <= calibration["ece_scaled"] <= 1
     assert calibration["temperature"] > 0
+    # the probabilities behind the record, for calibration after the fact
+    parts = read_probabilities(tmp_path / "probs" / "method-b0.5-s1.npz")
+    ids, probs = parts["test"]
+    assert set(ids) == test_ids
+    assert probs["sentiment"].shape == (len(ids), 3)
+    assert np.allclose(probs["sentiment"].sum(1), 1, atol=1e-4)
+    predicted = dict(zip(ids, probs["sentiment"].argmax(1).tolist(), strict=True))
+    assert predicted == record["test_predictions"]["sentiment"]
+    assert len(parts["dev"][0]) > 0
     with pytest.raises(TrainError, match="matches none"):
         run_grid(data, grid, tmp_path, model_factory=tiny_student, only=["gce-*"])
 

@@ -47,6 +47,27 @@ def test_temperature_scaling_repairs_overconfidence() -> None:
     assert ece(scale(probs, t), truth) < ece(probs, truth) / 3
 
 
+def test_a_prior_on_the_temperature_shrinks_a_small_sample_more_than_a_large_one() -> None:
+    """MAP temperature: between 1 and the plain fit, closer to 1 on 30 rows than on 3,000, and the
+    plain fit again when the prior is wide."""
+    rng = np.random.default_rng(1)
+
+    def overconfident(n: int) -> tuple[np.ndarray, np.ndarray]:
+        truth = rng.integers(0, 3, n)
+        pred = np.where(rng.random(n) < 0.7, truth, (truth + 1) % 3)
+        probs = np.full((n, 3), 0.02)
+        probs[np.arange(n), pred] = 0.96
+        return probs, truth
+
+    small, large = overconfident(30), overconfident(3000)
+    plain_small, plain_large = fit_temperature(*small), fit_temperature(*large)
+    map_small, map_large = fit_temperature(*small, prior=0.2), fit_temperature(*large, prior=0.2)
+    assert 1.0 < map_small < plain_small
+    assert 1.0 < map_large < plain_large
+    assert np.log(map_small) / np.log(plain_small) < np.log(map_large) / np.log(plain_large)
+    assert fit_temperature(*small, prior=100.0) == pytest.approx(plain_small, rel=1e-3)
+
+
 def test_macro_f1_and_per_class_by_hand() -> None:
     """Two classes, known counts: per-class precision, recall and the macro average."""
     truth, pred = np.array([0, 0, 0, 1, 1]), np.array([0, 0, 1, 1, 1])
