@@ -75,6 +75,34 @@ def macro_f1(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
+def mean_auc(probs: np.ndarray, truth: np.ndarray) -> float:
+    """The mean over classes of the one-vs-rest ROC AUC of each class's score (ties count half):
+    how well the scores rank a class's utterances above the others, whatever the class levels.
+    Classes with no positive or no negative row are left out; NaN when none is left."""
+    scores = []
+    for c in range(probs.shape[1]):
+        positive = truth == c
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        if n_pos == 0 or n_neg == 0:
+            continue
+        ranks = _average_ranks(probs[:, c])
+        scores.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties given their average rank (Mann-Whitney's convention)."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    unique, inverse = np.unique(values, return_inverse=True)
+    if len(unique) < len(values):
+        sums = np.bincount(inverse, weights=ranks)
+        counts = np.bincount(inverse)
+        ranks = (sums / counts)[inverse]
+    return ranks
+
+
 def ece(probs: np.ndarray, truth: np.ndarray, bins: int = ECE_BINS) -> float:
     """Expected calibration error: |accuracy − confidence| per confidence bin, weighted by bin size."""
     if len(truth) == 0:

@@ -38,7 +38,7 @@ from engines.tokenize import Tokenizer
 from engines.torch.model import StudentModel, default_encoder, output_name
 from train.data import Dataset, Split, Utterance
 from train.errors import TrainError
-from train.evaluate import macro_f1
+from train.evaluate import macro_f1, mean_auc
 from train.losses import (
     GeneralizedCrossEntropyLoss,
     PairwisePreferenceLoss,
@@ -89,6 +89,10 @@ class FitConfig:
     pairs teach the ranking across utterances, the KL the distribution within one (0: pairs alone)."""
     pretrain_epochs: int = 1
     finetune_epochs: int = 5
+    pretrain_select: Literal["auc", "macro_f1"] = "auc"
+    """The development metric that picks the LLM stage's best epoch (and stops it early): the mean
+    one-vs-rest AUC per class, which a ranking-trained student can score before its class levels
+    are set, or macro-F1. Fine-tuning always picks on macro-F1, the product's metric."""
     lr: float = 5e-5
     head_lr: float = 1e-3
     warmup_ratio: float = 0.1
@@ -372,13 +376,16 @@ class Trainer:
                     }
                 )
             metrics = self.evaluate(self.split.dev)
-            score = float(np.mean([metrics[f"{t}/macro_f1"] for t in self.tasks]))
+            f1 = _task_mean(metrics, self.tasks, "macro_f1")
+            auc = _task_mean(metrics, self.tasks, "auc")
+            score = auc if name == "pretrain" and cfg.pretrain_select == "auc" else f1
             self.history.append(
                 {
                     "stage": float(name == "finetune"),
                     "epoch": epoch,
                     "train_loss": running / max(step, 1),
-                    "dev_macro_f1": score,
+                    "dev_macro_f1": f1,
+                    "dev_auc": auc,
                 }
             )
             log.info(
@@ -386,7 +393,8 @@ class Trainer:
                 stage=name,
                 epoch=epoch,
                 train_loss=round(running / max(step, 1), 4),
-                dev_macro_f1=round(score, 4),
+                dev_macro_f1=round(f1, 4),
+                dev_auc=round(auc, 4),
                 seconds=round(time.perf_counter() - started, 1),
             )
             if score > best:
@@ -501,14 +509,21 @@ class Trainer:
             gold = self.data.gold.get(t, {})
             rows = [(i, self.data.labels[t].index(gold[u.id])) for i, u in enumerate(utts) if gold.get(u.id)]
             if not rows:
-                metrics[f"{t}/accuracy"] = metrics[f"{t}/macro_f1"] = float("nan")
+                metrics[f"{t}/accuracy"] = metrics[f"{t}/macro_f1"] = metrics[f"{t}/auc"] = float("nan")
                 continue
             idx = np.array([r[0] for r in rows])
             truth = np.array([r[1] for r in rows])
             pred = probs[t][idx].argmax(1)
             metrics[f"{t}/accuracy"] = float((pred == truth).mean())
             metrics[f"{t}/macro_f1"] = macro_f1(pred, truth, len(self.data.labels[t]))
+            metrics[f"{t}/auc"] = mean_auc(probs[t][idx], truth)
         return metrics
+
+
+def _task_mean(metrics: dict[str, float], tasks: Sequence[str], metric: str) -> float:
+    """The mean of one metric over the tasks that could be scored (NaN: no gold label there)."""
+    values = [metrics[f"{t}/{metric}"] for t in tasks if not math.isnan(metrics[f"{t}/{metric}"])]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def _inputs(model: StudentModel) -> list[str]:

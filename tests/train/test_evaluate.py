@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from train.data import Dataset, Utterance
 from train.evaluate import (
@@ -16,6 +18,7 @@ from train.evaluate import (
     ece,
     fit_temperature,
     macro_f1,
+    mean_auc,
     other_tasks,
     per_class,
     scale,
@@ -66,6 +69,42 @@ def test_a_prior_on_the_temperature_shrinks_a_small_sample_more_than_a_large_one
     assert 1.0 < map_large < plain_large
     assert np.log(map_small) / np.log(plain_small) < np.log(map_large) / np.log(plain_large)
     assert fit_temperature(*small, prior=100.0) == pytest.approx(plain_small, rel=1e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]), st.integers(0, 4)),
+        min_size=2,
+        max_size=40,
+    )
+)
+def test_mean_auc_counts_every_positive_negative_pair(rows: list[tuple[int, float, int]]) -> None:
+    """AUC per class = the share of (positive, negative) pairs the class's score orders right, ties
+    counting half (checked pair by pair on rows with ties); classes without both sides are left out."""
+    truth = np.array([r[0] for r in rows])
+    probs = np.array([[r[1], (r[2] % 5) / 4, 1 - r[1]] for r in rows])
+    expected = []
+    for c in range(3):
+        pos, neg = probs[truth == c, c], probs[truth != c, c]
+        if len(pos) and len(neg):
+            expected.append(np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg]))
+    result = mean_auc(probs, truth)
+    if expected:
+        assert result == pytest.approx(np.mean(expected))
+    else:
+        assert np.isnan(result)
+
+
+def test_mean_auc_ignores_class_levels() -> None:
+    """A constant added to one class's scores changes accuracy, never the AUC: levels are not ranks."""
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 3, 200)
+    probs = rng.random((200, 3)) + 0.5 * np.eye(3)[truth]
+    shifted = probs + np.array([0.0, 0.0, 5.0])
+    assert mean_auc(shifted, truth) == pytest.approx(mean_auc(probs, truth))
+    assert (shifted.argmax(1) == truth).mean() < (probs.argmax(1) == truth).mean()
+    assert mean_auc(np.eye(3)[truth], truth) == 1.0
 
 
 def test_macro_f1_and_per_class_by_hand() -> None:

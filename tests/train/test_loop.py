@@ -85,6 +85,34 @@ def test_tiny_random_bert_beats_chance(method: str, tmp_path: Path) -> None:
     assert result.history  # one row per epoch and stage
 
 
+@pytest.mark.parametrize("select", ["auc", "macro_f1"])
+def test_the_llm_stage_keeps_its_best_epoch_by_the_chosen_metric(select: str, tmp_path: Path) -> None:
+    """Every epoch records dev AUC and macro-F1; the LLM stage ends on the epoch best by
+    ``pretrain_select`` (no fine-tuning epoch runs here, so the final dev metrics are that epoch's)."""
+    data = synthetic(30)
+    split = split_by_dialogue(data, dev_fraction=0.2, seed=0)
+    config = FitConfig(
+        method="method",
+        pretrain_epochs=4,
+        finetune_epochs=0,
+        lr=0.1,  # steps so large that the epochs' scores jump about: the best is not simply the last
+        head_lr=0.1,
+        batch_size=16,
+        max_length=16,
+        patience=10,
+        pretrain_select=select,  # type: ignore[arg-type]
+    )
+    trainer = Trainer(data, split, split.train, config, model=tiny_student())
+    result = trainer.fit(tmp_path / "ckpt", write=False)
+    key = "dev_auc" if select == "auc" else "dev_macro_f1"
+    epochs = [h for h in result.history if h["stage"] == 0.0]
+    assert len(epochs) == 4
+    assert all(0 <= h["dev_auc"] <= 1 for h in epochs)
+    best = max(h[key] for h in epochs)
+    metric = "auc" if select == "auc" else "macro_f1"
+    assert result.metrics[f"dev/sentiment/{metric}"] == pytest.approx(best)
+
+
 @pytest.mark.slow
 def test_checkpoint_reloads_to_identical_predictions(tmp_path: Path) -> None:
     """The written checkpoint, read back, predicts exactly what the trained model predicted."""
