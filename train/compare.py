@@ -105,7 +105,9 @@ def run_name(method: str, budget: Budget, seed: int, variant: str = "") -> str:
 
 
 # Settings that only touch fine-tuning: runs differing only in these share the LLM stage.
-_FINETUNE_ONLY = frozenset({"finetune_epochs", "joint_lambda", "joint_scope", "version", "model_name"})
+_FINETUNE_ONLY = frozenset(
+    {"finetune_epochs", "joint_lambda", "joint_scope", "head_calibration", "version", "model_name"}
+)
 
 
 def _scores_digest(scores: dict[str, list[float]]) -> str:
@@ -200,6 +202,7 @@ def run_grid(
                 for t, probs in test_probs.items()
             },
             "temperatures": trainer.temperatures,
+            "head_offsets": trainer.head_offsets,
             "calibration": calibration,
         }
         path.write_text(json.dumps(record, indent=2))  # written whole, last: a run exists once it ended

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, cast, get_args, get_origin, get_type_hints
 
 import numpy as np
 import structlog
@@ -87,6 +87,11 @@ class FitConfig:
     distill_weight: float = 0.0
     """With the method, add this × KL(ensemble ‖ student) to the pairwise loss of the LLM stage: the
     pairs teach the ranking across utterances, the KL the distribution within one (0: pairs alone)."""
+    head_calibration: Literal["off", "bias"] = "off"
+    """After the LLM stage, refit each head's bias on the budget's human labels, encoder and head
+    weights frozen (a convex fit of one number per class): the class levels the LLM stage left unset
+    (pairs) or skewed (a biased teacher) come from the humans before fine-tuning starts. Any
+    LLM-using method can take it."""
     pretrain_epochs: int = 1
     finetune_epochs: int = 5
     pretrain_select: Literal["auc", "macro_f1"] = "auc"
@@ -228,6 +233,7 @@ class Trainer:
         self.distill = SoftLabelDistillationLoss()
         self.gce = GeneralizedCrossEntropyLoss(config.gce_q)
         self.history: list[dict[str, float]] = []
+        self.head_offsets: dict[str, list[float]] = {}
         self.context: dict[str, str] = {}
         self._pairs: Tokenizer | None = None
         if config.context_turns > 0:
@@ -442,6 +448,9 @@ class Trainer:
         )
         if not human_utts:
             raise TrainError("the human-label budget selects no labelled training utterance")
+        if cfg.head_calibration == "bias" and cfg.method != "ce_human":
+            self.head_offsets = self.calibrate_heads(human_utts)
+            log.info("heads calibrated", offsets=self.head_offsets)
 
         llm_batches = self._llm_batches(train) if cfg.joint_lambda > 0 and cfg.joint_scope == "all" else None
 
@@ -479,6 +488,26 @@ class Trainer:
         learning_curve_png(self.history, path / "learning-curve.png")
         return FitResult(path, metrics, self.history, seconds)
 
+    def calibrate_heads(self, utterances: Sequence[Utterance], l2: float = 0.01) -> dict[str, list[float]]:
+        """Add to each head's bias the offsets minimising the cross-entropy of the gold labels of
+        ``utterances`` (+ ``l2``·‖offset‖², so a class the budget lacks is lowered, not sent to −∞);
+        nothing else moves. Returns the offsets per task."""
+        _, probs = self.predict_utterances(utterances)
+        offsets: dict[str, list[float]] = {}
+        for task in self.tasks:
+            gold, labels = self.data.gold.get(task, {}), self.data.labels[task]
+            rows = [
+                (k, labels.index(gold[u.id])) for k, u in enumerate(utterances) if gold.get(u.id) in labels
+            ]
+            if not rows:
+                continue
+            found = _bias_offsets(probs[task][[k for k, _ in rows]], np.array([y for _, y in rows]), l2)
+            with torch.no_grad():
+                head = cast(torch.nn.Linear, self.model.heads[task])
+                head.bias.add_(found.to(head.bias.device, head.bias.dtype))
+            offsets[task] = [round(float(v), 4) for v in found]
+        return offsets
+
     def _llm_batches(self, train: set[str]) -> Iterator[list[Utterance]]:
         """Endless dialogue-window batches of the LLM-labelled training utterances (joint_scope=all)."""
         utterances = self._utterances(train, lambda u: any(u.id in s for s in self.data.ensemble.values()))
@@ -488,10 +517,13 @@ class Trainer:
         while True:
             yield from _batches(utterances, self.config.batch_size, self.config.dialogue_window, rng)
 
-    @torch.inference_mode()
     def predict(self, dialogues: Sequence[str]) -> tuple[list[Utterance], dict[str, np.ndarray]]:
+        return self.predict_utterances(self._utterances(set(dialogues), lambda u: True))
+
+    @torch.inference_mode()
+    def predict_utterances(self, utts: Sequence[Utterance]) -> tuple[list[Utterance], dict[str, np.ndarray]]:
         self.model.eval()
-        utts = self._utterances(set(dialogues), lambda u: True)
+        utts = list(utts)
         out: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         for start in range(0, len(utts), 64):
             batch = utts[start : start + 64]
@@ -518,6 +550,23 @@ class Trainer:
             metrics[f"{t}/macro_f1"] = macro_f1(pred, truth, len(self.data.labels[t]))
             metrics[f"{t}/auc"] = mean_auc(probs[t][idx], truth)
         return metrics
+
+
+def _bias_offsets(probs: np.ndarray, truth: np.ndarray, l2: float) -> Tensor:
+    """Offsets b minimising CE(log probs + b, truth) + l2·‖b‖², centred (softmax ignores a shift)."""
+    logits = torch.log(torch.from_numpy(probs).double().clamp_min(1e-12))
+    target = torch.from_numpy(truth).long()
+    offset = torch.zeros(probs.shape[1], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([offset], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits + offset, target) + l2 * (offset**2).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    return (offset - offset.mean()).detach()
 
 
 def _task_mean(metrics: dict[str, float], tasks: Sequence[str], metric: str) -> float:

@@ -113,6 +113,42 @@ def test_the_llm_stage_keeps_its_best_epoch_by_the_chosen_metric(select: str, tm
     assert result.metrics[f"dev/sentiment/{metric}"] == pytest.approx(best)
 
 
+def test_head_calibration_sets_the_class_levels_ranking_left_unset(tmp_path: Path) -> None:
+    """A short, slow LLM stage of pairs ranks the dev utterances well (AUC) but predicts one class
+    (macro-F1 at the floor); refitting the heads' biases on the budget's labels lifts macro-F1 and
+    moves no weight but the biases."""
+    data = synthetic(30)
+    split = split_by_dialogue(data, dev_fraction=0.2, seed=0)
+    common: dict[str, Any] = {
+        "method": "method",
+        "pretrain_epochs": 2,
+        "finetune_epochs": 0,
+        "lr": 3e-4,
+        "head_lr": 3e-4,
+        "batch_size": 16,
+        "max_length": 16,
+    }
+    budget = human_budget(split.train, 0.3, seed=0)
+    plain = Trainer(data, split, budget, FitConfig(**common), model=tiny_student())
+    before = plain.fit(tmp_path / "a", write=False).metrics
+    config = FitConfig(**common, head_calibration="bias")
+    calibrated = Trainer(data, split, budget, config, model=tiny_student())
+    after = calibrated.fit(tmp_path / "b", write=False).metrics
+    assert before["dev/sentiment/auc"] > 0.8  # the ranking is there ...
+    assert before["dev/sentiment/macro_f1"] < 0.3  # ... the levels are not
+    assert after["dev/sentiment/macro_f1"] > before["dev/sentiment/macro_f1"] + 0.3
+    assert set(calibrated.head_offsets) == {"sentiment"}
+    assert abs(sum(calibrated.head_offsets["sentiment"])) < 1e-3  # centred
+    moved = {
+        name
+        for (name, a), (_, b) in zip(
+            plain.model.state_dict().items(), calibrated.model.state_dict().items(), strict=True
+        )
+        if not torch.equal(a, b)
+    }
+    assert moved == {"heads.sentiment.bias"}
+
+
 @pytest.mark.slow
 def test_checkpoint_reloads_to_identical_predictions(tmp_path: Path) -> None:
     """The written checkpoint, read back, predicts exactly what the trained model predicted."""
