@@ -9,6 +9,7 @@ import click
 
 from parley.cli import CONTEXT_SETTINGS, load_settings, print_settings, run
 from train.errors import TrainError
+from train.recipes import RECIPES, recipe_settings
 from train.settings import TrainerSettings
 
 
@@ -81,10 +82,18 @@ def demo_bundle(work_dir: Path, target: str) -> None:
     "--task", "tasks", multiple=True, help="Tasks to train (repeatable); all in labels.json by default."
 )
 @click.option(
+    "--recipe",
+    type=click.Choice(sorted(RECIPES)),
+    default=None,
+    help="A named method with its settings (train/recipes.py); 'default' when neither --recipe nor "
+    "--method is given: the recipe docs/training.md chose on the evidence.",
+)
+@click.option(
     "--method",
     type=click.Choice(["method", "ce_human", "ce_llm_hard", "distill", "gce"]),
-    default="method",
-    help="method: intra-dialogue preference pretraining; the others are the baselines.",
+    default=None,
+    help="A plain method on default settings instead of a recipe: method is the intra-dialogue "
+    "preference loss as first read (recipe v1); the others are the baselines.",
 )
 @click.option(
     "--budget",
@@ -138,7 +147,8 @@ def fit(
     gold: Path,
     llm: Path | None,
     tasks: tuple[str, ...],
-    method: str,
+    recipe: str | None,
+    method: str | None,
     budget: str,
     seed: int,
     out: Path,
@@ -165,6 +175,10 @@ def fit(
     from train.data import load_dataset, select_human, split_by_dialogue
     from train.loop import FitConfig, Trainer
 
+    try:
+        chosen_recipe = recipe_settings(recipe, method)
+    except TrainError as e:
+        raise click.UsageError(str(e)) from None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = load_settings(TrainerSettings)  # logging and settings, once
     all_labels = read_labels(labels_path, ())
@@ -172,7 +186,7 @@ def fit(
     data = load_dataset(utterances, chosen, gold, llm, skip_tasks=frozenset(all_labels) - frozenset(chosen))
     split = split_by_dialogue(data, seed=seed)
     settings_given = {
-        "method": method,
+        **chosen_recipe,
         "model_name": model_name,
         "encoder": encoder,
         "version": version or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),

@@ -14,6 +14,7 @@ import click
 
 from parley.cli import CONTEXT_SETTINGS, load_settings, run
 from train.errors import TrainError
+from train.recipes import recipe_settings
 from train.settings import TrainerSettings
 
 SHARED_WITH_FIT = (
@@ -22,6 +23,7 @@ SHARED_WITH_FIT = (
     "gold",
     "llm",
     "tasks",
+    "recipe",
     "method",
     "budget",
     "seed",
@@ -96,6 +98,10 @@ def loop(
     from train.retrain import EarlierData, PublishRule, held_out_scores, labelled_count, merge_pool
     from train.retrain import serving_version as serving_version_of
 
+    try:
+        recipe = recipe_settings(fit["recipe"], fit["method"])
+    except TrainError as e:
+        raise click.UsageError(str(e)) from None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = load_settings(TrainerSettings)
     from train.cli import _fit_overrides, read_labels
@@ -116,7 +122,7 @@ def loop(
         f"label(s); {merged.left_out} left out (held-out utterances of the earlier data)"
     )
     given = {
-        "method": fit["method"],
+        **recipe,
         "model_name": fit["model_name"],
         "encoder": fit["encoder"],
         "version": version,
