@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("dialogue_act", "sentiment")
 
 
 def collect(points: list[tuple[float, Path]], configs: set[str] | None) -> dict[str, Any]:
@@ -39,9 +38,9 @@ def collect(points: list[tuple[float, Path]], configs: set[str] | None) -> dict[
             config = record["method"] + (f"-{record['variant']}" if record.get("variant") else "")
             if configs is not None and config not in configs:
                 continue
-            for task in TASKS:
-                value = record["test"].get(f"{task}/macro_f1")
-                if value is not None:
+            for key, value in record["test"].items():
+                task, _, metric = key.partition("/")
+                if metric == "macro_f1":
                     scores[config][task].setdefault(beta, []).append(float(value))
     return {
         config: {
@@ -55,14 +54,19 @@ def collect(points: list[tuple[float, Path]], configs: set[str] | None) -> dict[
     }
 
 
+def tasks_of(curves: dict[str, Any]) -> list[str]:
+    return sorted({task for tasks in curves.values() for task in tasks})
+
+
 def plot(curves: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(5.5 * len(TASKS), 4), squeeze=False)
-    for ax, task in zip(axes[0], TASKS, strict=True):
+    tasks_drawn = tasks_of(curves)
+    fig, axes = plt.subplots(1, len(tasks_drawn), figsize=(5.5 * len(tasks_drawn), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks_drawn, strict=True):
         for config, tasks in curves.items():
             points = tasks.get(task, [])
             if points:
@@ -90,7 +94,7 @@ def render(report: dict[str, Any]) -> str:
         f"![macro-F1 against β]({report['name']}.png)",
         "",
     ]
-    for task in TASKS:
+    for task in tasks_of(report["curves"]):
         lines += [
             f"## {task}: test macro-F1, mean ± std over seeds (seeds in brackets)",
             "",
@@ -131,7 +135,7 @@ def main() -> None:
         "machine": f"{os.cpu_count()} cores ({platform.machine()}), CPU only",
         "command": "python benchmarks/mood_sweep.py " + " ".join(args.points) + f" --name {args.name}",
         "points": [(b, str(d)) for b, d in points],
-        "runs": sum(p[3] for tasks in curves.values() for p in tasks.get(TASKS[0], [])),
+        "runs": sum(p[3] for tasks in curves.values() for p in tasks.get(tasks_of(curves)[0], [])),
         "curves": curves,
     }
     args.docs.mkdir(parents=True, exist_ok=True)
