@@ -49,6 +49,12 @@ def score_runs(grid: Path, run_dir: Path, priors: list[float]) -> list[dict[str,
 
     data, _ = load_grid(grid)
     rows = []
+    kept = {p.stem for p in (run_dir / "probs").glob("*.npz")}
+    without = sorted(p.stem for p in (run_dir / "runs").glob("*.json") if p.stem not in kept)
+    if without:  # runs from before probabilities were kept: say so, the table does not cover them
+        print(
+            f"{run_dir}: {len(without)} finished run(s) without probabilities left out: {', '.join(without)}"
+        )
     for path in sorted((run_dir / "probs").glob("*.npz")):
         record_path = run_dir / "runs" / f"{path.stem}.json"
         if not record_path.exists():

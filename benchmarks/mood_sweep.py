@@ -129,6 +129,8 @@ def main() -> None:
             parser.error(f"{item!r}: expected β:run_dir with finished runs under run_dir/runs")
         points.append((float(beta), Path(run_dir)))
     curves = collect(points, set(args.configs.split(",")) if args.configs else None)
+    if not curves:
+        parser.error(f"no finished run of {args.configs} in {', '.join(args.points)}")
     report = {
         "name": args.name,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

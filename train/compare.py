@@ -123,6 +123,8 @@ def pretrain_key(config: FitConfig, data: Dataset) -> str:
     defaults = asdict(FitConfig(method=config.method, seed=config.seed))
     # only settings off their defaults: a new setting (with a default) keeps existing keys valid
     settings = {k: v for k, v in asdict(config).items() if k not in _FINETUNE_ONLY and v != defaults[k]}
+    if config.pretrain_epochs > 1:  # stages cached before pretrain_select existed picked by macro-F1
+        settings["pretrain_select"] = config.pretrain_select
     digest = hashlib.sha256(
         json.dumps(
             {

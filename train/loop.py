@@ -384,7 +384,9 @@ class Trainer:
             metrics = self.evaluate(self.split.dev)
             f1 = _task_mean(metrics, self.tasks, "macro_f1")
             auc = _task_mean(metrics, self.tasks, "auc")
-            score = auc if name == "pretrain" and cfg.pretrain_select == "auc" else f1
+            # AUC needs both sides of a class in dev; without them the stage falls back on macro-F1
+            by_auc = name == "pretrain" and cfg.pretrain_select == "auc" and not math.isnan(auc)
+            score = auc if by_auc else f1
             self.history.append(
                 {
                     "stage": float(name == "finetune"),
@@ -492,7 +494,7 @@ class Trainer:
         """Add to each head's bias the offsets minimising the cross-entropy of the gold labels of
         ``utterances`` (+ ``l2``·‖offset‖², so a class the budget lacks is lowered, not sent to −∞);
         nothing else moves. Returns the offsets per task."""
-        _, probs = self.predict_utterances(utterances)
+        logits = self._logits(utterances)
         offsets: dict[str, list[float]] = {}
         for task in self.tasks:
             gold, labels = self.data.gold.get(task, {}), self.data.labels[task]
@@ -501,7 +503,7 @@ class Trainer:
             ]
             if not rows:
                 continue
-            found = _bias_offsets(probs[task][[k for k, _ in rows]], np.array([y for _, y in rows]), l2)
+            found = _bias_offsets(logits[task][[k for k, _ in rows]], np.array([y for _, y in rows]), l2)
             with torch.no_grad():
                 head = cast(torch.nn.Linear, self.model.heads[task])
                 head.bias.add_(found.to(head.bias.device, head.bias.dtype))
@@ -520,18 +522,24 @@ class Trainer:
     def predict(self, dialogues: Sequence[str]) -> tuple[list[Utterance], dict[str, np.ndarray]]:
         return self.predict_utterances(self._utterances(set(dialogues), lambda u: True))
 
-    @torch.inference_mode()
     def predict_utterances(self, utts: Sequence[Utterance]) -> tuple[list[Utterance], dict[str, np.ndarray]]:
-        self.model.eval()
         utts = list(utts)
+        logits = self._logits(utts)
+        return utts, {t: torch.softmax(torch.from_numpy(v), 1).numpy() for t, v in logits.items()}
+
+    @torch.inference_mode()
+    def _logits(self, utts: Sequence[Utterance]) -> dict[str, np.ndarray]:
+        """Each task's logits [N, C] (float32, eval mode: no dropout) for ``utts``, in order."""
+        self.model.eval()
         out: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         for start in range(0, len(utts), 64):
             batch = utts[start : start + 64]
             logits = self.model(**self._encode(batch))
             for t in self.tasks:
-                out[t].append(torch.softmax(logits[t].float(), 1).cpu().numpy())
-        return utts, {
-            t: np.concatenate(v) if v else np.zeros((0, len(self.data.labels[t]))) for t, v in out.items()
+                out[t].append(logits[t].float().cpu().numpy())
+        return {
+            t: np.concatenate(v) if v else np.zeros((0, len(self.data.labels[t])), dtype=np.float32)
+            for t, v in out.items()
         }
 
     def evaluate(self, dialogues: Sequence[str]) -> dict[str, float]:
@@ -552,11 +560,13 @@ class Trainer:
         return metrics
 
 
-def _bias_offsets(probs: np.ndarray, truth: np.ndarray, l2: float) -> Tensor:
-    """Offsets b minimising CE(log probs + b, truth) + l2·‖b‖², centred (softmax ignores a shift)."""
-    logits = torch.log(torch.from_numpy(probs).double().clamp_min(1e-12))
+def _bias_offsets(scores: np.ndarray, truth: np.ndarray, l2: float) -> Tensor:
+    """Offsets b minimising CE(logits + b, truth) + l2·‖b‖², centred (softmax ignores a shift). The
+    penalty is on the mean CE, so it does not fade as the budget grows: it only keeps a class the
+    budget lacks finite."""
+    logits = torch.from_numpy(scores).double()
     target = torch.from_numpy(truth).long()
-    offset = torch.zeros(probs.shape[1], dtype=torch.float64, requires_grad=True)
+    offset = torch.zeros(scores.shape[1], dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([offset], max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:

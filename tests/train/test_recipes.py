@@ -18,12 +18,18 @@ def test_no_flag_trains_the_default_recipe_and_a_method_alone_trains_it_plainly(
     assert RECIPES["default"]["method"] != "changed"
 
 
-def test_every_recipe_is_a_valid_fit_config() -> None:
+def test_every_recipe_is_a_valid_fit_config_that_the_command_line_cannot_silently_undo() -> None:
+    """fit and loop pass their own options (epochs, length, device, …) after the recipe, so a recipe
+    must not set them: it would be overridden without a word."""
     pytest.importorskip("torch", reason="training needs the train extra")
     from train.loop import FitConfig
 
+    given_by_options = {"model_name", "encoder", "version", "seed", "pretrain_epochs", "finetune_epochs"}
+    given_by_options |= {"max_length", "device"}
     for name in RECIPES:
-        FitConfig(**recipe_settings(name, None))
+        settings = recipe_settings(name, None)
+        FitConfig(**settings)
+        assert not set(settings) & given_by_options, name
 
 
 def test_a_recipe_and_a_method_together_or_an_unknown_recipe_are_refused() -> None:
