@@ -224,8 +224,10 @@ Predictions = tuple[list[Any], dict[str, np.ndarray]]
 
 
 def _calibration(data: Dataset, dev: Predictions, test: Predictions) -> dict[str, dict[str, float]]:
-    """Per task: the student's test ECE, and its test ECE after a temperature fitted on dev."""
-    from train.evaluate import ece, fit_temperature, scale
+    """Per task: the student's test ECE, and its test ECE after a temperature fitted on dev: by plain
+    NLL (``temperature``, ``ece_scaled``, as runs have always recorded) and with the evaluation's
+    prior on log T (``temperature_map``, ``ece_scaled_map``)."""
+    from train.evaluate import TEMPERATURE_PRIOR, ece, fit_temperature, scale
 
     out = {}
     for task, labels in data.labels.items():
@@ -235,10 +237,13 @@ def _calibration(data: Dataset, dev: Predictions, test: Predictions) -> dict[str
         if len(test_y) == 0:
             continue
         temperature = fit_temperature(dev_p, dev_y)
+        shrunk = fit_temperature(dev_p, dev_y, prior=TEMPERATURE_PRIOR)
         out[task] = {
             "ece": ece(test_p, test_y),
             "temperature": temperature,
             "ece_scaled": ece(scale(test_p, temperature), test_y),
+            "temperature_map": shrunk,
+            "ece_scaled_map": ece(scale(test_p, shrunk), test_y),
         }
     return out
 

@@ -79,6 +79,8 @@ def test_only_runs_the_named_runs_in_the_order_given_and_records_predictions(tmp
     assert 0 <= calibration["ece"] <= 1
     assert 0 <= calibration["ece_scaled"] <= 1
     assert calibration["temperature"] > 0
+    assert calibration["temperature_map"] > 0
+    assert 0 <= calibration["ece_scaled_map"] <= 1
     # the probabilities behind the record, for calibration after the fact
     parts = read_probabilities(tmp_path / "probs" / "method-b0.5-s1.npz")
     ids, probs = parts["test"]
